@@ -1,0 +1,135 @@
+"""Configuration objects for the data contract, feature building and training snapshots.
+
+Plain pydantic models: they are built once by an entry point (CLI, API, notebook) and passed in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from features.vocabulary import EVENT_TYPES, OUTBOUND_EVENT_TYPES
+
+FREE_MAIL_DOMAINS: tuple[str, ...] = (
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "live.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "mail.ru",
+    "yandex.ru",
+    "protonmail.com",
+    "proton.me",
+    "qq.com",
+    "163.com",
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LeadColumns(_Frozen):
+    """Names of the contract's lead columns in the user's export."""
+
+    lead_id: str = "lead_id"
+    created_at: str = "created_at"
+    converted: str = "converted"
+    closed_at: str = "closed_at"
+    account_id: str = "account_id"
+
+
+class EventColumns(_Frozen):
+    """Names of the contract's event columns in the user's export."""
+
+    lead_id: str = "lead_id"
+    ts: str = "ts"
+    event_type: str = "event_type"
+
+
+class LabelValues(_Frozen):
+    """How the export spells won, lost and still open (compared case-insensitively)."""
+
+    won: list[str] = ["1", "1.0", "won", "yes", "true", "converted"]
+    lost: list[str] = ["0", "0.0", "lost", "no", "false"]
+    open: list[str] = ["", "open"]
+
+
+class DatasetConfig(_Frozen):
+    """Maps a user's export onto the data contract."""
+
+    leads_path: Path | None = None
+    events_path: Path | None = None
+    lead_columns: LeadColumns = LeadColumns()
+    event_columns: EventColumns = EventColumns()
+    labels: LabelValues = LabelValues()
+    missing_tokens: list[str] = ["Select", "select", "unknown", "Unknown", "N/A", "n/a", ""]
+    exclude_columns: list[str] = []
+    timezone: Annotated[
+        str | None,
+        Field(
+            description="IANA zone for naive timestamps; naive timestamps are refused without it"
+        ),
+    ] = None
+    event_type_map: dict[str, str] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(value)
+        return value
+
+
+class FeatureConfig(_Frozen):
+    """What `build_features` computes."""
+
+    event_types: list[str] = list(EVENT_TYPES)
+    outbound_event_types: list[str] = list(OUTBOUND_EVENT_TYPES)
+    windows_days: list[int] = [7, 30, 90]
+    decay_half_life_days: float = Field(14.0, gt=0)
+    categorical_columns: list[str] = ["industry", "company_size", "country", "lead_source"]
+    numeric_columns: list[str] = []
+    title_column: str | None = "job_title"
+    email_column: str | None = "email"
+    free_mail_domains: list[str] = list(FREE_MAIL_DOMAINS)
+    # Fixed category levels (e.g. those seen in training); learned from the data when absent.
+    category_levels: dict[str, list[str]] | None = None
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive_windows(cls, value: list[int]) -> list[int]:
+        if not value or any(w <= 0 for w in value):
+            raise ValueError("windows_days must be a non-empty list of positive day counts")
+        return sorted(set(value))
+
+
+class SnapshotConfig(_Frozen):
+    """How training examples are taken: the way production scores leads."""
+
+    horizon_days: int = Field(90, gt=0)
+    # Snapshots at creation + k days, for every k at which the lead is still open.
+    offsets_days: list[int] = [0, 7, 14, 30, 60]
+    # Also a snapshot every week (Monday 00:00 UTC) while the lead is open.
+    weekly: bool = False
+    # End of the observed period; outcomes after it are unknown. Defaults to the data's last time.
+    observed_until: datetime | None = None
+
+    @field_validator("offsets_days")
+    @classmethod
+    def _non_negative(cls, value: list[int]) -> list[int]:
+        if any(k < 0 for k in value):
+            raise ValueError("offsets_days must be non-negative")
+        return sorted(set(value))

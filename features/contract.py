@@ -1,0 +1,377 @@
+"""The data contract: load leads and events from CSV or Parquet and check them.
+
+Every problem raises `DataContractError` with one message naming the file, the column and example
+rows, so an entry point can print it and exit non-zero before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.config import DatasetConfig
+from features.vocabulary import CLOSED_AT, CONVERTED, CREATED_AT, EVENT_TYPE, LEAD_ID, TS
+
+logger = logging.getLogger(__name__)
+
+_MAX_EXAMPLES = 3
+_OFFSET_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+class DataContractError(ValueError):
+    """Input that breaks the data contract; the message is meant for the user as it is."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        file: Path | str | None = None,
+        column: str | None = None,
+        rows: pd.Index | np.ndarray | list[int] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.file = None if file is None else str(file)
+        self.column = column
+        self.rows = [] if rows is None else [int(r) for r in list(rows)[:_MAX_EXAMPLES]]
+        self.n_rows = 0 if rows is None else len(rows)
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ": ".join(
+            part
+            for part in (self.file, None if self.column is None else f"column '{self.column}'")
+            if part
+        )
+        text = f"{where}: {self.problem}" if where else self.problem
+        if self.rows:
+            # Data row numbers are 1-based and count the header as line 1, as a spreadsheet does.
+            shown = ", ".join(str(r + 2) for r in self.rows)
+            more = (
+                f" (and {self.n_rows - len(self.rows)} more)"
+                if self.n_rows > len(self.rows)
+                else ""
+            )
+            text += f" (row {shown}{more})"
+        if self.hint:
+            text += f"; {self.hint}"
+        return text
+
+
+@dataclass(frozen=True)
+class EventsReport:
+    """What loading the events dropped or noticed, for the user to see."""
+
+    n_events: int
+    n_unknown_leads: int
+    n_unknown_lead_events: int
+    unknown_event_types: dict[str, int]
+
+    def summary(self) -> str:
+        parts = [f"{self.n_events:,} events"]
+        if self.n_unknown_lead_events:
+            parts.append(
+                f"{self.n_unknown_lead_events:,} events of {self.n_unknown_leads:,} unknown "
+                "lead ids dropped"
+            )
+        if self.unknown_event_types:
+            listed = ", ".join(
+                f"{k} ({v:,})" for k, v in list(self.unknown_event_types.items())[:5]
+            )
+            parts.append(f"event types not in the feature config, ignored: {listed}")
+        return "; ".join(parts)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV (all cells as text, parsed later by the contract) or a Parquet file."""
+    if not path.exists():
+        raise DataContractError("file not found", file=path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataContractError(f"cannot be read ({first_line})", file=path) from exc
+    raise DataContractError(
+        f"unsupported file type '{suffix}'", file=path, hint="use .csv or .parquet"
+    )
+
+
+def _to_contract_columns(
+    frame: pd.DataFrame, mapping: dict[str, str], required: list[str], path: Path
+) -> pd.DataFrame:
+    """Rename export columns to contract names; `mapping` is contract name -> export name."""
+    for target in required:
+        if mapping[target] not in frame.columns:
+            available = ", ".join(map(str, frame.columns[:12]))
+            raise DataContractError(
+                f"required column '{mapping[target]}' is missing",
+                file=path,
+                hint=f"columns present: {available}",
+            )
+    renames = {
+        source: target
+        for target, source in mapping.items()
+        if source != target and source in frame.columns
+    }
+    clashes = [target for target in renames.values() if target in frame.columns]
+    if clashes:
+        raise DataContractError(
+            f"column '{clashes[0]}' exists and another column is mapped onto it",
+            file=path,
+        )
+    return frame.rename(columns=renames)
+
+
+def normalise_ids(ids: pd.Series, path: Path, column: str) -> pd.Series:
+    """Ids as int64 where every id is an integer, otherwise as strings; never missing."""
+    missing = ids.isna()
+    if ids.dtype == object or pd.api.types.is_string_dtype(ids):
+        text = ids.astype("str").str.strip()
+        missing |= text.eq("")
+        ids = text
+    if missing.any():
+        raise DataContractError(
+            "ids are missing", file=path, column=column, rows=np.flatnonzero(missing.to_numpy())
+        )
+    if pd.api.types.is_integer_dtype(ids):
+        return ids.astype("int64")
+    if pd.api.types.is_float_dtype(ids) and bool((ids % 1 == 0).all()):
+        return ids.astype("int64")
+    text = ids.astype("str")
+    if bool(text.str.fullmatch(r"-?\d{1,18}").all()):
+        return text.astype("int64")
+    return text
+
+
+def parse_timestamps(
+    values: pd.Series,
+    *,
+    path: Path,
+    column: str,
+    timezone: str | None,
+    required: bool,
+) -> pd.Series:
+    """Timestamps as datetime64[ns, UTC]. Naive ones are refused unless a timezone is configured."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.as_unit("ns")
+    if pd.api.types.is_datetime64_dtype(values):
+        return _localise(values, path=path, column=column, timezone=timezone, naive=values.notna())
+
+    text = values.astype("str").str.strip().where(values.notna(), "")
+    blank = text.eq("")
+    if required and blank.any():
+        raise DataContractError(
+            "timestamps are missing", file=path, column=column, rows=np.flatnonzero(blank)
+        )
+    has_offset = text.str.contains(_OFFSET_SUFFIX)
+    parsed = pd.to_datetime(text.where(~blank), format="ISO8601", errors="coerce", utc=True)
+    retry = parsed.isna() & ~blank
+    if retry.any():
+        parsed[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=True)
+    bad = parsed.isna() & ~blank
+    if bad.any():
+        example = text[bad].iloc[0]
+        raise DataContractError(
+            f"cannot parse '{example}' as a timestamp",
+            file=path,
+            column=column,
+            rows=np.flatnonzero(bad),
+        )
+    naive = ~has_offset & ~blank
+    if naive.any():
+        # `utc=True` read naive text as UTC; re-read it in the configured zone instead.
+        wall_clock = parsed.dt.tz_localize(None)
+        return _localise(
+            wall_clock.where(naive, parsed.dt.tz_localize(None)),
+            path=path,
+            column=column,
+            timezone=timezone,
+            naive=naive,
+            aware_utc=parsed.where(~naive),
+        )
+    return parsed.dt.as_unit("ns")
+
+
+def _localise(
+    wall_clock: pd.Series,
+    *,
+    path: Path,
+    column: str,
+    timezone: str | None,
+    naive: pd.Series,
+    aware_utc: pd.Series | None = None,
+) -> pd.Series:
+    if timezone is None:
+        raise DataContractError(
+            "timestamps have no timezone",
+            file=path,
+            column=column,
+            rows=np.flatnonzero(naive.to_numpy()),
+            hint="add an offset (e.g. 2024-03-01T09:00:00Z) or set `timezone` in the config",
+        )
+    try:
+        local = wall_clock.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    except (ValueError, TypeError) as exc:
+        raise DataContractError(
+            f"cannot localise to {timezone}: {exc}", file=path, column=column
+        ) from exc
+    unresolved = local.isna() & wall_clock.notna()
+    if unresolved.any():
+        raise DataContractError(
+            f"wall-clock times that do not exist or are ambiguous in {timezone}",
+            file=path,
+            column=column,
+            rows=np.flatnonzero(unresolved.to_numpy()),
+        )
+    result = local.dt.tz_convert("UTC")
+    if aware_utc is not None:
+        result = result.where(naive, aware_utc)
+    return result.dt.as_unit("ns")
+
+
+def _map_labels(values: pd.Series, config: DatasetConfig, path: Path, column: str) -> pd.Series:
+    text = values.astype("str").str.strip().str.lower().where(values.notna(), "")
+    won = {v.lower() for v in config.labels.won}
+    lost = {v.lower() for v in config.labels.lost}
+    still_open = {v.lower() for v in config.labels.open}
+    result = pd.Series(pd.NA, index=values.index, dtype="Int8")
+    result[text.isin(won)] = 1
+    result[text.isin(lost)] = 0
+    unknown = ~text.isin(won | lost | still_open)
+    if unknown.any():
+        raise DataContractError(
+            f"label value '{values[unknown].iloc[0]}' is neither won, lost nor open",
+            file=path,
+            column=column,
+            rows=np.flatnonzero(unknown.to_numpy()),
+            hint="list it under `labels` in the dataset config",
+        )
+    return result
+
+
+def _blank_missing_tokens(frame: pd.DataFrame, tokens: list[str], skip: set[str]) -> pd.DataFrame:
+    token_set = set(tokens)
+    out = frame.copy()
+    for column in out.columns:
+        if column in skip:
+            continue
+        series = out[column]
+        if series.dtype == object or pd.api.types.is_string_dtype(series):
+            stripped = series.astype("str").str.strip().where(series.notna())
+            out[column] = stripped.where(~stripped.isin(token_set))
+    return out
+
+
+def load_leads(path: Path, config: DatasetConfig) -> pd.DataFrame:
+    """Leads in contract form: unique `lead_id`, UTC `created_at`, `converted` as Int8 (1/0/NA)."""
+    columns = config.lead_columns
+    raw = read_table(path)
+    unknown_excluded = [c for c in config.exclude_columns if c not in raw.columns]
+    if unknown_excluded:
+        raise DataContractError(
+            f"the dataset config excludes column '{unknown_excluded[0]}', which is not in the file",
+            file=path,
+        )
+    raw = raw.drop(columns=config.exclude_columns)
+    frame = _to_contract_columns(raw, columns.model_dump(), [LEAD_ID, CREATED_AT], path)
+
+    frame[LEAD_ID] = normalise_ids(frame[LEAD_ID], path, columns.lead_id)
+    duplicated = frame[LEAD_ID].duplicated(keep=False)
+    if duplicated.any():
+        raise DataContractError(
+            f"lead id {frame.loc[duplicated, LEAD_ID].iloc[0]!r} is not unique",
+            file=path,
+            column=columns.lead_id,
+            rows=np.flatnonzero(duplicated.to_numpy()),
+        )
+    frame[CREATED_AT] = parse_timestamps(
+        frame[CREATED_AT],
+        path=path,
+        column=columns.created_at,
+        timezone=config.timezone,
+        required=True,
+    )
+    if CONVERTED in frame.columns:
+        frame[CONVERTED] = _map_labels(frame[CONVERTED], config, path, columns.converted)
+    if CLOSED_AT in frame.columns:
+        frame[CLOSED_AT] = parse_timestamps(
+            frame[CLOSED_AT],
+            path=path,
+            column=columns.closed_at,
+            timezone=config.timezone,
+            required=False,
+        )
+        before = frame[CLOSED_AT] < frame[CREATED_AT]
+        if before.any():
+            raise DataContractError(
+                f"closed before it was created (see '{columns.created_at}')",
+                file=path,
+                column=columns.closed_at,
+                rows=np.flatnonzero(before.to_numpy()),
+            )
+    frame = _blank_missing_tokens(
+        frame, config.missing_tokens, skip={LEAD_ID, CREATED_AT, CLOSED_AT}
+    )
+    return frame.reset_index(drop=True)
+
+
+def load_events(
+    path: Path,
+    config: DatasetConfig,
+    leads: pd.DataFrame,
+    event_types: list[str],
+) -> tuple[pd.DataFrame, EventsReport]:
+    """Events in contract form, restricted to known leads; unknown leads and types are reported."""
+    columns = config.event_columns
+    frame = _to_contract_columns(
+        read_table(path), columns.model_dump(), [LEAD_ID, TS, EVENT_TYPE], path
+    )
+
+    frame[LEAD_ID] = normalise_ids(frame[LEAD_ID], path, columns.lead_id)
+    if frame[LEAD_ID].dtype != leads[LEAD_ID].dtype:
+        # One side numeric, the other text: compare as text so that matching ids still match.
+        frame[LEAD_ID] = frame[LEAD_ID].astype("str")
+        leads_ids = leads[LEAD_ID].astype("str")
+    else:
+        leads_ids = leads[LEAD_ID]
+    frame[TS] = parse_timestamps(
+        frame[TS], path=path, column=columns.ts, timezone=config.timezone, required=True
+    )
+    kinds = frame[EVENT_TYPE].astype("str").str.strip()
+    missing_type = frame[EVENT_TYPE].isna() | kinds.eq("")
+    if missing_type.any():
+        raise DataContractError(
+            "event types are missing",
+            file=path,
+            column=columns.event_type,
+            rows=np.flatnonzero(missing_type.to_numpy()),
+        )
+    if config.event_type_map:
+        kinds = kinds.replace(config.event_type_map)
+    known_type = kinds.isin(event_types)
+    unknown_types = kinds[~known_type].value_counts()
+
+    known_lead = frame[LEAD_ID].isin(leads_ids)
+    report = EventsReport(
+        n_events=int((known_lead & known_type).sum()),
+        n_unknown_leads=int(frame.loc[~known_lead, LEAD_ID].nunique()),
+        n_unknown_lead_events=int((~known_lead).sum()),
+        unknown_event_types={str(k): int(v) for k, v in unknown_types.items()},
+    )
+    if report.n_unknown_lead_events or report.unknown_event_types:
+        logger.warning("%s: %s", path, report.summary())
+    keep = known_lead & known_type
+    out = frame.loc[keep].copy()
+    out[LEAD_ID] = out[LEAD_ID].astype(leads[LEAD_ID].dtype)
+    out[EVENT_TYPE] = pd.Categorical(kinds[keep], categories=event_types)
+    return out.reset_index(drop=True), report

@@ -1,0 +1,1 @@
+"""Models built on the features: the rule-based points baseline."""

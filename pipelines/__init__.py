@@ -1,0 +1,1 @@
+"""Thin orchestration: the `leadscore` command line."""

@@ -1,0 +1,65 @@
+"""The one configuration object of a run: an optional YAML file plus LEADSCORE_ variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from features.config import DatasetConfig, FeatureConfig, SnapshotConfig
+from features.contract import DataContractError
+
+
+class LeadscoreConfig(BaseSettings):
+    """Everything a command needs; sections mirror the YAML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEADSCORE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    dataset: DatasetConfig = DatasetConfig()
+    features: FeatureConfig = FeatureConfig()
+    snapshots: SnapshotConfig = SnapshotConfig()
+    rules_path: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables win over the YAML file, which is passed in as init values.
+        return env_settings, init_settings
+
+
+def load_config(path: Path | None) -> LeadscoreConfig:
+    """Read the YAML config (if any); errors name the file and the field path."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise DataContractError(f"cannot read the config ({exc})", file=path) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise DataContractError("the config must be a mapping of sections", file=path)
+        values = loaded or {}
+        # Relative paths in the file are relative to the file.
+        dataset = values.get("dataset")
+        if isinstance(dataset, dict):
+            for key in ("leads_path", "events_path"):
+                if dataset.get(key):
+                    dataset[key] = str((path.parent / dataset[key]).resolve())
+        if values.get("rules_path"):
+            values["rules_path"] = str((path.parent / values["rules_path"]).resolve())
+    try:
+        return LeadscoreConfig(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise DataContractError(f"{field}: {first['msg']}", file=path or "configuration") from exc

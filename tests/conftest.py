@@ -1,0 +1,66 @@
+"""Seeded factories for small, random leads and events; no network, no shared data needed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.vocabulary import EVENT_TYPES
+
+START = pd.Timestamp("2024-01-01", tz="UTC")
+TITLES = ["VP Marketing", "Student", "Software Engineer", "CEO", "Head of IT", None, "IT Manager"]
+EMAILS = ["a@gmail.com", "b@acme.io", "c@northwind.com", "d@yahoo.com", None]
+INDUSTRIES = ["software", "retail", "finance", None]
+SIZES = ["1-10", "11-50", "201-1000", "5000+"]
+COUNTRIES = ["US", "DE", "FR"]
+SOURCES = ["organic_search", "webinar", "referral"]
+
+
+@dataclass(frozen=True)
+class Funnel:
+    leads: pd.DataFrame
+    events: pd.DataFrame
+
+
+def random_funnel(n_leads: int = 60, n_events: int = 1_500, seed: int = 0) -> Funnel:
+    """Random leads over ~200 days with outcomes, and events spread around them (some at ties)."""
+    rng = np.random.default_rng(seed)
+    created = START + pd.to_timedelta(rng.integers(0, 200 * 24, n_leads), unit="h")
+    outcome = rng.choice([1, 0, -1], size=n_leads, p=[0.3, 0.3, 0.4])
+    closed = created + pd.to_timedelta(rng.integers(1, 120 * 24, n_leads), unit="h")
+    leads = pd.DataFrame(
+        {
+            "lead_id": rng.permutation(np.arange(1000, 1000 + n_leads)).astype("int64"),
+            "created_at": created,
+            "job_title": rng.choice(np.array(TITLES, dtype=object), n_leads),
+            "email": rng.choice(np.array(EMAILS, dtype=object), n_leads),
+            "industry": rng.choice(np.array(INDUSTRIES, dtype=object), n_leads),
+            "company_size": rng.choice(SIZES, n_leads),
+            "country": rng.choice(COUNTRIES, n_leads),
+            "lead_source": rng.choice(SOURCES, n_leads),
+            "converted": pd.array(np.where(outcome < 0, None, outcome), dtype="Int8"),
+            "closed_at": pd.Series(closed).where(outcome >= 0),
+        }
+    )
+    owner = rng.integers(0, n_leads, n_events)
+    # Whole hours so that some events fall exactly on snapshot times (ties must be excluded).
+    offsets = pd.to_timedelta(rng.integers(-5 * 24, 150 * 24, n_events), unit="h")
+    events = pd.DataFrame(
+        {
+            "lead_id": leads["lead_id"].to_numpy()[owner],
+            "ts": leads["created_at"].iloc[owner].reset_index(drop=True) + offsets,
+            "event_type": pd.Categorical(
+                rng.choice(list(EVENT_TYPES), n_events), categories=list(EVENT_TYPES)
+            ),
+        }
+    )
+    return Funnel(leads=leads, events=events)
+
+
+@pytest.fixture
+def funnel_factory() -> Callable[..., Funnel]:
+    return random_funnel
