@@ -88,9 +88,9 @@ def _behaviour_block(joined: EventsAtSnapshots, config: FeatureConfig) -> np.nda
 
     windows = {w: per_type(age < w) for w in config.windows_days}
     all_time = per_type(None)
-    newest = np.full(n * n_types, np.inf)
-    np.minimum.at(newest, key, age)
-    newest = newest.reshape(n, n_types)
+    newest_flat = np.full(n * n_types, np.inf)
+    np.minimum.at(newest_flat, key, age)
+    newest = newest_flat.reshape(n, n_types)
     newest[np.isinf(newest)] = np.nan
     for t in range(n_types):
         columns += [windows[w][:, t] for w in config.windows_days]
@@ -165,7 +165,8 @@ def build_features_at(
         ],
         axis=1,
     )
-    return frame[[*KEY_COLUMNS, *feature_names(config)]]
+    ordered: pd.DataFrame = frame[[*KEY_COLUMNS, *feature_names(config)]]
+    return ordered
 
 
 def build_features(

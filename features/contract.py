@@ -163,7 +163,7 @@ def parse_timestamps(
 ) -> pd.Series:
     """Timestamps as datetime64[ns, UTC]. Naive ones are refused unless a timezone is configured."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.as_unit("ns")
+        return pd.Series(values.dt.tz_convert("UTC").dt.as_unit("ns"))
     if pd.api.types.is_datetime64_dtype(values):
         return _localise(values, path=path, column=column, timezone=timezone, naive=values.notna())
 
@@ -236,7 +236,7 @@ def _localise(
     result = local.dt.tz_convert("UTC")
     if aware_utc is not None:
         result = result.where(naive, aware_utc)
-    return result.dt.as_unit("ns")
+    return pd.Series(result.dt.as_unit("ns"))
 
 
 def _map_labels(values: pd.Series, config: DatasetConfig, path: Path, column: str) -> pd.Series:

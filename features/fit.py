@@ -42,8 +42,9 @@ _SENIORITY_RULES: tuple[tuple[str, str], ...] = (
 def seniority_from_title(titles: pd.Series) -> pd.Categorical:
     """Seniority level parsed from a free-text job title; missing titles stay missing."""
     text = titles.astype("str").str.lower().where(titles.notna())
-    level = pd.Series(np.where(text.notna(), "other", None), index=titles.index, dtype=object)
+    level = np.full(len(titles), "other", dtype=object)
     decided = text.isna().to_numpy().copy()
+    level[decided] = None
     for name, pattern in _SENIORITY_RULES:
         hit = text.str.contains(pattern, regex=True, na=False).to_numpy() & ~decided
         level[hit] = name

@@ -45,7 +45,9 @@ def event_type_codes(kinds: pd.Series, event_types: list[str]) -> np.ndarray:
         lookup = pd.Index(event_types).get_indexer(kinds.cat.categories)
         codes = kinds.cat.codes.to_numpy()
         return np.where(codes >= 0, lookup[codes], -1).astype(np.int64)
-    return np.asarray(pd.Index(event_types).get_indexer(kinds.astype("str")), dtype=np.int64)
+    return np.asarray(
+        pd.Index(event_types).get_indexer(pd.Index(kinds.astype("str"))), dtype=np.int64
+    )
 
 
 def events_before(

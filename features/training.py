@@ -91,7 +91,8 @@ def label_snapshots(spine: pd.DataFrame, leads: pd.DataFrame, horizon_days: int)
     as_of = as_utc_ns(spine[AS_OF])
     closed_at = closed[pos]
     within = (closed_at >= as_of) & (closed_at < as_of + horizon_days * NS_PER_DAY)
-    return (won[pos] & within).astype(np.int8)
+    labels: np.ndarray = (won[pos] & within).astype(np.int8)
+    return labels
 
 
 def make_training_set(

@@ -116,7 +116,8 @@ class PointsRules(BaseModel):
         per_type = np.where(once, np.tile(points, n) * first_decay, per_type)
         caps = np.tile([self.events[k].cap or np.inf for k in kinds], n)
         per_type = np.clip(per_type, -caps, caps)
-        return per_type.reshape(n, len(kinds)).sum(axis=1)
+        totals: np.ndarray = per_type.reshape(n, len(kinds)).sum(axis=1)
+        return totals
 
     def _attribute_points(
         self, spine: pd.DataFrame, leads: pd.DataFrame, features: FeatureConfig
@@ -144,6 +145,9 @@ def rule_attributes(leads: pd.DataFrame, features: FeatureConfig) -> pd.DataFram
     fit = fit_features(leads, features)
     if "is_company_email" in fit.columns:
         flag = fit.pop("is_company_email")
-        fit[EMAIL_DOMAIN] = np.where(flag == 1, "company", np.where(flag == 0, "free_mail", None))
+        domain = pd.Series(None, index=fit.index, dtype=object)
+        domain[flag == 1] = "company"
+        domain[flag == 0] = "free_mail"
+        fit[EMAIL_DOMAIN] = domain
     raw = leads.drop(columns=[c for c in fit.columns if c in leads.columns])
     return pd.concat([raw, fit], axis=1).astype(object)
