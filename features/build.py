@@ -15,7 +15,9 @@ from features.pointintime import (
     NS_PER_DAY,
     EventsAtSnapshots,
     as_utc_ns,
-    events_before,
+    join_before,
+    positions,
+    prepare_events,
     spine_chunks,
 )
 from features.vocabulary import CREATED_AT, LEAD_ID
@@ -75,59 +77,80 @@ def check_lead_columns(leads: pd.DataFrame, config: FeatureConfig) -> None:
         )
 
 
-def _behaviour_block(joined: EventsAtSnapshots, config: FeatureConfig) -> np.ndarray:
-    """Behaviour features for every spine row as a float matrix (rows x names)."""
-    n, n_types = joined.n_rows, len(config.event_types)
+def _distinct_days(row: np.ndarray, day: np.ndarray, n_rows: int) -> np.ndarray:
+    """Number of distinct calendar days per row, via a (rows x days) bitmap built in slices.
+
+    Order-independent and linear in the number of events; the slices keep the bitmap small.
+    """
+    counts = np.zeros(n_rows)
+    if len(day) == 0:
+        return counts
+    first = int(day.min())
+    span = int(day.max()) - first + 1
+    rows_per_slice = max(1, _BITMAP_BYTES // span)
+    for low in range(0, n_rows, rows_per_slice):
+        high = min(n_rows, low + rows_per_slice)
+        inside = (row >= low) & (row < high) if rows_per_slice < n_rows else slice(None)
+        seen = np.zeros((high - low) * span, dtype=bool)
+        seen[(row[inside] - low) * span + (day[inside] - first)] = True
+        counts[low:high] = seen.reshape(high - low, span).sum(axis=1)
+    return counts
+
+
+_BITMAP_BYTES = 256 * 2**20
+
+
+def _behaviour_block(joined: EventsAtSnapshots, config: FeatureConfig, out: np.ndarray) -> None:
+    """Write the behaviour features of every joined row into `out` (rows x names)."""
+    n, n_types, windows = joined.n_rows, len(config.event_types), config.windows_days
     key = joined.row * n_types + joined.type_code
     age = joined.age_days
-    columns: list[np.ndarray] = []
 
     def per_type(mask: np.ndarray | None) -> np.ndarray:
         keys = key if mask is None else key[mask]
-        return np.bincount(keys, minlength=n * n_types).reshape(n, n_types).astype(np.float64)
+        return np.bincount(keys, minlength=n * n_types).reshape(n, n_types)
 
-    windows = {w: per_type(age < w) for w in config.windows_days}
+    # Per type: one column per window, then all-time count, then days since the last one.
+    per_type_block = out[:, : n_types * (len(windows) + 2)].reshape(n, n_types, len(windows) + 2)
+    for i, window in enumerate(windows):
+        per_type_block[:, :, i] = per_type(age < window)
     all_time = per_type(None)
-    newest_flat = np.full(n * n_types, np.inf)
-    np.minimum.at(newest_flat, key, age)
-    newest = newest_flat.reshape(n, n_types)
+    per_type_block[:, :, len(windows)] = all_time
+    newest = np.full(n * n_types, np.inf)
+    np.minimum.at(newest, key, age)
     newest[np.isinf(newest)] = np.nan
-    for t in range(n_types):
-        columns += [windows[w][:, t] for w in config.windows_days]
-        columns += [all_time[:, t], newest[:, t]]
+    per_type_block[:, :, len(windows) + 1] = newest.reshape(n, n_types)
+    if not np.shares_memory(per_type_block, out):
+        out[:, : n_types * (len(windows) + 2)] = per_type_block.reshape(
+            n, n_types * (len(windows) + 2)
+        )
 
     inbound_types = np.array(
         [kind not in config.outbound_event_types for kind in config.event_types]
     )
     inbound = inbound_types[joined.type_code]
     row_in, age_in = joined.row[inbound], age[inbound]
-    half_life = config.decay_half_life_days
-    decayed = np.bincount(row_in, weights=np.exp2(-age_in / half_life), minlength=n)
-
-    # Distinct (row, day) pairs: hash-based unique is order-independent and linear.
-    day_in = joined.day[inbound]
-    span = int(day_in.max() - day_in.min() + 1) if len(day_in) else 1
-    pairs = pd.unique(row_in * span + (day_in - (day_in.min() if len(day_in) else 0)))
-    active_days = np.bincount(pairs // span, minlength=n).astype(np.float64)
-
+    decay = np.exp2(-age_in / config.decay_half_life_days)
     last_7 = np.bincount(row_in[age_in < 7], minlength=n)
     last_30 = np.bincount(row_in[age_in < 30], minlength=n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        velocity = np.where(last_30 > 0, (last_7 / 7) / (last_30 / 30), 0.0)
     last_activity = np.full(n, np.inf)
     np.minimum.at(last_activity, row_in, age_in)
     last_activity[np.isinf(last_activity)] = np.nan
-
     kinds = list(config.event_types)
-    if "email_sent" in kinds and "email_open" in kinds:
-        sent = all_time[:, kinds.index("email_sent")]
-        opened = all_time[:, kinds.index("email_open")]
-        with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        velocity = np.where(last_30 > 0, (last_7 / 7) / (last_30 / 30), 0.0)
+        if "email_sent" in kinds and "email_open" in kinds:
+            sent = all_time[:, kinds.index("email_sent")]
+            opened = all_time[:, kinds.index("email_open")]
             open_rate = np.where(sent > 0, opened / sent, np.nan)
-    else:
-        open_rate = np.full(n, np.nan)
-    columns += [decayed, active_days, velocity, last_activity, open_rate]
-    return np.column_stack(columns)
+        else:
+            open_rate = np.full(n, np.nan)
+    tail = out[:, n_types * (len(windows) + 2) :]
+    tail[:, 0] = np.bincount(row_in, weights=decay, minlength=n)
+    tail[:, 1] = _distinct_days(row_in, joined.day[inbound], n)
+    tail[:, 2] = velocity
+    tail[:, 3] = last_activity
+    tail[:, 4] = open_rate
 
 
 def build_features_at(
@@ -139,7 +162,7 @@ def build_features_at(
     lead row, which holds what is known at creation. Outcome columns are never read.
     """
     check_lead_columns(leads, config)
-    lead_pos = pd.Index(leads[LEAD_ID].to_numpy()).get_indexer(spine[LEAD_ID].to_numpy())
+    lead_pos = positions(leads[LEAD_ID].to_numpy(), spine[LEAD_ID].to_numpy())
     if (lead_pos < 0).any():
         raise DataContractError(
             "snapshots name leads that are not in the leads table",
@@ -147,26 +170,32 @@ def build_features_at(
             rows=np.flatnonzero(lead_pos < 0),
         )
     spine = spine[[LEAD_ID, AS_OF]].reset_index(drop=True)
+    as_of = as_utc_ns(spine[AS_OF])
+    arrays = prepare_events(events, leads[LEAD_ID].to_numpy(), list(config.event_types))
     names = behaviour_feature_names(config)
-    behaviour = np.empty((len(spine), len(names)), dtype=np.float64)
-    for positions in spine_chunks(spine, events):
-        joined = events_before(spine.iloc[positions], events, list(config.event_types))
-        behaviour[positions] = _behaviour_block(joined, config)
+    # Column-major, so that every feature column is one contiguous array.
+    behaviour = np.empty((len(spine), len(names)), dtype=np.float64, order="F")
+    for rows in spine_chunks(lead_pos, arrays, len(leads)):
+        joined = join_before(lead_pos[rows], as_of[rows], arrays, len(leads))
+        if len(rows) == len(spine):
+            _behaviour_block(joined, config, behaviour)
+        else:
+            block = np.empty((len(rows), len(names)))
+            _behaviour_block(joined, config, block)
+            behaviour[rows] = block
 
-    fit = fit_features(leads, config).iloc[lead_pos].reset_index(drop=True)
+    fit = fit_features(leads, config)
     created = as_utc_ns(leads[CREATED_AT])[lead_pos]
-    lead_age = (as_utc_ns(spine[AS_OF]) - created) / NS_PER_DAY
-    frame = pd.concat(
-        [
-            spine,
-            pd.DataFrame({"lead_age_days": lead_age}),
-            fit,
-            pd.DataFrame(behaviour, columns=names),
-        ],
-        axis=1,
-    )
-    ordered: pd.DataFrame = frame[[*KEY_COLUMNS, *feature_names(config)]]
-    return ordered
+    columns: dict[str, object] = {
+        LEAD_ID: spine[LEAD_ID].to_numpy(),
+        AS_OF: spine[AS_OF].array,
+        "lead_age_days": (as_of - created) / NS_PER_DAY,
+    }
+    for name in fit.columns:
+        values = fit[name].array
+        columns[name] = values.take(lead_pos) if hasattr(values, "take") else values[lead_pos]
+    columns.update({name: behaviour[:, i] for i, name in enumerate(names)})
+    return pd.DataFrame(columns)[[*KEY_COLUMNS, *feature_names(config)]]
 
 
 def build_features(

@@ -39,30 +39,51 @@ _SENIORITY_RULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def seniority_from_title(titles: pd.Series) -> pd.Categorical:
-    """Seniority level parsed from a free-text job title; missing titles stay missing."""
-    text = titles.astype("str").str.lower().where(titles.notna())
+def _factorize_text(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes (-1 for missing) and the distinct values as text: work on few values, not rows."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(), pd.Index(values.cat.categories.astype("str"))
+    codes, uniques = pd.factorize(values)
+    return codes, pd.Index(pd.Index(uniques).astype("str"))
+
+
+def _seniority_of(titles: pd.Index) -> np.ndarray:
+    text = pd.Series(titles).str.lower()
     level = np.full(len(titles), "other", dtype=object)
-    decided = text.isna().to_numpy().copy()
-    level[decided] = None
+    decided = np.zeros(len(titles), dtype=bool)
     for name, pattern in _SENIORITY_RULES:
         hit = text.str.contains(pattern, regex=True, na=False).to_numpy() & ~decided
         level[hit] = name
         decided |= hit
-    return pd.Categorical(level, categories=list(SENIORITY_LEVELS))
+    return level
+
+
+def seniority_from_title(titles: pd.Series) -> pd.Categorical:
+    """Seniority level parsed from a free-text job title; missing titles stay missing."""
+    codes, distinct = _factorize_text(titles)
+    lookup = pd.Index(SENIORITY_LEVELS).get_indexer(_seniority_of(distinct))
+    level_codes = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
+    return pd.Categorical.from_codes(level_codes, categories=list(SENIORITY_LEVELS))
 
 
 def company_email_flag(emails: pd.Series, free_mail_domains: list[str]) -> np.ndarray:
     """1.0 for a company domain, 0.0 for free mail, NaN when unknown. The address is not kept."""
-    domain = emails.astype("str").str.strip().str.lower().str.rpartition("@")[2]
-    valid = emails.notna() & emails.astype("str").str.contains("@", regex=False, na=False)
-    flag = np.where(domain.isin(free_mail_domains), 0.0, 1.0)
-    return np.where(valid.to_numpy(), flag, np.nan)
+    domain = emails.astype("str").str.strip().str.lower().str.extract(r"@([^@]+)$", expand=False)
+    flag = np.where(domain.isin(free_mail_domains).to_numpy(), 0.0, 1.0)
+    return np.where((domain.notna() & emails.notna()).to_numpy(), flag, np.nan)
 
 
-def categorical_levels(values: pd.Series) -> list[str]:
-    """The sorted distinct non-missing values, as text: the default category levels."""
-    return sorted(values.dropna().astype("str").unique().tolist())
+def as_category(values: pd.Series, levels: list[str] | None) -> pd.Categorical:
+    """Values as text categories with fixed `levels`, or the sorted values present when None.
+
+    Values outside fixed levels become missing: a category unseen in training scores as unknown.
+    """
+    codes, distinct = _factorize_text(values)
+    if levels is None:
+        levels = sorted(set(distinct[np.unique(codes[codes >= 0])]))
+    lookup = pd.Index(levels).get_indexer(distinct)
+    new_codes = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1) if len(distinct) else codes
+    return pd.Categorical.from_codes(new_codes, categories=levels)
 
 
 def fit_features(leads: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
@@ -76,11 +97,7 @@ def fit_features(leads: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
         )
     levels = config.category_levels or {}
     for column in config.categorical_columns:
-        values = leads[column]
-        text = values.astype("str").where(values.notna())
-        out[column] = pd.Categorical(
-            text, categories=levels.get(column) or categorical_levels(values)
-        )
+        out[column] = as_category(leads[column], levels.get(column))
     for column in config.numeric_columns:
         numbers = pd.to_numeric(leads[column], errors="coerce").astype("float64")
         not_numbers = numbers.isna() & leads[column].notna()

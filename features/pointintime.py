@@ -1,7 +1,7 @@
 """The point-in-time join: a snapshot (lead, as_of) sees only its lead's events before as_of.
 
-Everything that reads behaviour (features, rule-based points) goes through `events_before`, so
-no caller can look past `as_of` by accident.
+Everything that reads behaviour (features, rule-based points) goes through `join_before`, so no
+caller can look past `as_of` by accident.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ AS_OF = "as_of"
 NS_PER_DAY = 86_400 * 10**9
 # Upper bound on (snapshot, event) pairs joined at once; keeps memory flat for many snapshots.
 MAX_PAIRS_PER_CHUNK = 24_000_000
+
+
+@dataclass(frozen=True)
+class EventArrays:
+    """Events as plain arrays: the position of each event's lead in a lead table, type, time."""
+
+    lead_pos: np.ndarray  # int64, -1 for leads not in the table
+    type_code: np.ndarray  # int64, -1 for types not in the type list
+    ts: np.ndarray  # int64 ns since epoch, UTC
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,24 @@ def as_utc_ns(values: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     return np.asarray(index.tz_convert("UTC").as_unit("ns").asi8)
 
 
+def positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Position of each query among the unique `keys`, -1 where absent.
+
+    Integer ids in a compact range (the common case for CRM exports and the simulator) use a
+    direct lookup table, several times faster than hashing; anything else uses a hash index.
+    """
+    if keys.dtype.kind in "iu" and queries.dtype.kind in "iu" and len(keys):
+        low, high = int(keys.min()), int(keys.max())
+        if high - low < 4 * len(keys) + 1024:
+            lookup = np.full(high - low + 1, -1, dtype=np.int64)
+            lookup[keys - low] = np.arange(len(keys))
+            inside = (queries >= low) & (queries <= high)
+            found = np.full(len(queries), -1, dtype=np.int64)
+            found[inside] = lookup[queries[inside] - low]
+            return found
+    return np.asarray(pd.Index(keys).get_indexer(pd.Index(queries)), dtype=np.int64)
+
+
 def event_type_codes(kinds: pd.Series, event_types: list[str]) -> np.ndarray:
     """Position of each event's type in `event_types`, -1 for other types."""
     if isinstance(kinds.dtype, pd.CategoricalDtype):
@@ -50,63 +77,83 @@ def event_type_codes(kinds: pd.Series, event_types: list[str]) -> np.ndarray:
     )
 
 
-def events_before(
-    spine: pd.DataFrame, events: pd.DataFrame, event_types: list[str]
-) -> EventsAtSnapshots:
-    """Join events to snapshots on lead id, keeping those strictly before each snapshot's as_of.
-
-    `spine` has `lead_id` and `as_of`; a lead may have several snapshots. Fully vectorised:
-    events are repeated once per snapshot of their lead, then filtered by time.
-    """
-    n_rows = len(spine)
-    spine_leads = pd.Index(spine[LEAD_ID].to_numpy())
-    lead_index = spine_leads.unique()
-    spine_code = lead_index.get_indexer(spine_leads)
-    event_code = lead_index.get_indexer(events[LEAD_ID].to_numpy())
-    type_code = event_type_codes(events[EVENT_TYPE], event_types)
-    ts = as_utc_ns(events[TS])
-    keep = (event_code >= 0) & (type_code >= 0)
-    event_code, type_code, ts = event_code[keep], type_code[keep], ts[keep]
-
-    # Snapshot rows grouped by lead: rows of lead c are order[starts[c]:starts[c] + counts[c]].
-    order = np.argsort(spine_code, kind="stable")
-    counts = np.bincount(spine_code, minlength=len(lead_index))
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-
-    per_event = counts[event_code]
-    event_pos = np.repeat(np.arange(len(event_code)), per_event)
-    first_pair = np.repeat(np.cumsum(per_event) - per_event, per_event)
-    offset = np.arange(len(event_pos)) - first_pair
-    row = order[starts[event_code[event_pos]] + offset]
-
-    as_of = as_utc_ns(spine[AS_OF])
-    age_ns = as_of[row] - ts[event_pos]
-    before = age_ns > 0
-    row, event_pos, age_ns = row[before], event_pos[before], age_ns[before]
-    return EventsAtSnapshots(
-        n_rows=n_rows,
-        row=row.astype(np.int64),
-        type_code=type_code[event_pos],
-        age_days=age_ns / NS_PER_DAY,
-        day=ts[event_pos] // NS_PER_DAY,
+def prepare_events(
+    events: pd.DataFrame, lead_ids: np.ndarray, event_types: list[str]
+) -> EventArrays:
+    """Encode events once against a lead table (`lead_ids`, unique) and a type list."""
+    return EventArrays(
+        lead_pos=positions(lead_ids, events[LEAD_ID].to_numpy()),
+        type_code=event_type_codes(events[EVENT_TYPE], event_types),
+        ts=as_utc_ns(events[TS]),
     )
 
 
-def spine_chunks(spine: pd.DataFrame, events: pd.DataFrame) -> Iterator[np.ndarray]:
-    """Positions of the spine split by lead so that each chunk joins a bounded number of pairs."""
-    leads = pd.Index(spine[LEAD_ID].to_numpy())
-    unique = leads.unique()
-    code = unique.get_indexer(leads)
-    snapshots_per_lead = np.bincount(code, minlength=len(unique))
-    events_per_lead = np.bincount(
-        unique.get_indexer(events[LEAD_ID].to_numpy()) + 1, minlength=len(unique) + 1
-    )[1:]
+def join_before(
+    spine_lead_pos: np.ndarray, spine_as_of: np.ndarray, events: EventArrays, n_leads: int
+) -> EventsAtSnapshots:
+    """Pair each snapshot with its lead's events strictly before its as_of.
+
+    `spine_lead_pos` is each snapshot's lead position in the same lead table `events` was
+    encoded against; `spine_as_of` is in ns. Fully vectorised: with one snapshot per lead each
+    event maps to at most one row; otherwise events repeat once per snapshot of their lead.
+    """
+    n_rows = len(spine_lead_pos)
+    counts = np.bincount(spine_lead_pos, minlength=n_leads)
+    usable = (events.lead_pos >= 0) & (events.type_code >= 0)
+    if n_rows == 0 or counts.max(initial=0) <= 1:
+        row_of_lead = np.full(n_leads, -1, dtype=np.int64)
+        row_of_lead[spine_lead_pos] = np.arange(n_rows)
+        row = np.where(usable, row_of_lead[np.where(usable, events.lead_pos, 0)], -1)
+        event_pos = np.flatnonzero(row >= 0)
+        row = row[event_pos]
+    else:
+        # Rows of lead c are order[starts[c]:starts[c] + counts[c]].
+        order = np.argsort(spine_lead_pos, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        candidates = np.flatnonzero(usable)
+        per_event = counts[events.lead_pos[candidates]]
+        event_pos = np.repeat(candidates, per_event)
+        first_pair = np.repeat(np.cumsum(per_event) - per_event, per_event)
+        offset = np.arange(len(event_pos)) - first_pair
+        row = order[starts[events.lead_pos[event_pos]] + offset]
+
+    age_ns = spine_as_of[row] - events.ts[event_pos]
+    before = age_ns > 0
+    row, event_pos, age_ns = row[before], event_pos[before], age_ns[before]
+    ts = events.ts[event_pos]
+    return EventsAtSnapshots(
+        n_rows=n_rows,
+        row=row.astype(np.int64),
+        type_code=events.type_code[event_pos],
+        age_days=age_ns / NS_PER_DAY,
+        day=ts // NS_PER_DAY,
+    )
+
+
+def events_before(
+    spine: pd.DataFrame, events: pd.DataFrame, event_types: list[str]
+) -> EventsAtSnapshots:
+    """`join_before` for a spine frame (`lead_id`, `as_of`) and an events frame."""
+    lead_ids = pd.unique(spine[LEAD_ID].to_numpy())
+    arrays = prepare_events(events, np.asarray(lead_ids), event_types)
+    spine_lead_pos = positions(np.asarray(lead_ids), spine[LEAD_ID].to_numpy())
+    return join_before(spine_lead_pos, as_utc_ns(spine[AS_OF]), arrays, len(lead_ids))
+
+
+def spine_chunks(
+    spine_lead_pos: np.ndarray, events: EventArrays, n_leads: int
+) -> Iterator[np.ndarray]:
+    """Spine positions split by lead so that each chunk joins a bounded number of pairs."""
+    snapshots_per_lead = np.bincount(spine_lead_pos, minlength=n_leads)
+    known = events.lead_pos[events.lead_pos >= 0]
+    events_per_lead = np.bincount(known, minlength=n_leads)
     pairs = int(snapshots_per_lead @ events_per_lead)
     n_chunks = max(1, -(-pairs // MAX_PAIRS_PER_CHUNK))
     if n_chunks == 1:
-        yield np.arange(len(spine))
+        yield np.arange(len(spine_lead_pos))
         return
-    chunk_of_lead = np.arange(len(unique)) % n_chunks
-    chunk_of_row = chunk_of_lead[code]
+    chunk_of_row = spine_lead_pos % n_chunks
     for chunk in range(n_chunks):
-        yield np.flatnonzero(chunk_of_row == chunk)
+        rows = np.flatnonzero(chunk_of_row == chunk)
+        if len(rows):
+            yield rows

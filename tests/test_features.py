@@ -234,3 +234,22 @@ def test_seniority_and_company_email_from_free_text() -> None:
         pd.Series(["x@Gmail.com", "y@acme.io", None, "no-at-sign"]), CONFIG.free_mail_domains
     )
     np.testing.assert_array_equal(flags, [0.0, 1.0, np.nan, np.nan])
+
+
+def test_chunked_join_and_sliced_day_bitmap_give_the_same_features(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    funnel = random_funnel(n_leads=50, n_events=2_000, seed=12)
+    config = SnapshotConfig(offsets_days=[0, 7, 30], weekly=True, horizon_days=20)
+    whole = make_training_set(funnel.leads, funnel.events, config, CONFIG)
+    monkeypatch.setattr("features.pointintime.MAX_PAIRS_PER_CHUNK", 500)
+    monkeypatch.setattr("features.build._BITMAP_BYTES", 64)
+    pieces = make_training_set(funnel.leads, funnel.events, config, CONFIG)
+    pd.testing.assert_frame_equal(whole, pieces)
+
+
+def test_no_lead_created_yet_gives_an_empty_frame_with_all_columns() -> None:
+    funnel = random_funnel(seed=13)
+    built = build_features(funnel.leads, funnel.events, START - pd.Timedelta(days=1), CONFIG)
+    assert built.empty
+    assert list(built.columns) == ["lead_id", "as_of", *feature_names(CONFIG)]

@@ -1,0 +1,1 @@
+"""Speed and memory measurements; results go to BENCHMARKS.md (not timed tests)."""
