@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -61,9 +63,8 @@ def _seniority_of(titles: pd.Index) -> np.ndarray:
 def seniority_from_title(titles: pd.Series) -> pd.Categorical:
     """Seniority level parsed from a free-text job title; missing titles stay missing."""
     codes, distinct = _factorize_text(titles)
-    lookup = pd.Index(SENIORITY_LEVELS).get_indexer(_seniority_of(distinct))
-    level_codes = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
-    return pd.Categorical.from_codes(level_codes, categories=list(SENIORITY_LEVELS))
+    lookup = pd.Index(SENIORITY_LEVELS).get_indexer(pd.Index(_seniority_of(distinct)))
+    return _from_codes(np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1), SENIORITY_LEVELS)
 
 
 def company_email_flag(emails: pd.Series, free_mail_domains: list[str]) -> np.ndarray:
@@ -83,7 +84,14 @@ def as_category(values: pd.Series, levels: list[str] | None) -> pd.Categorical:
         levels = sorted(set(distinct[np.unique(codes[codes >= 0])]))
     lookup = pd.Index(levels).get_indexer(distinct)
     new_codes = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1) if len(distinct) else codes
-    return pd.Categorical.from_codes(new_codes, categories=levels)
+    return _from_codes(new_codes, levels)
+
+
+def _from_codes(codes: np.ndarray, levels: Sequence[str]) -> pd.Categorical:
+    categorical: pd.Categorical = pd.Categorical.from_codes(
+        np.asarray(codes, dtype=np.int64), categories=pd.Index(list(levels), dtype="str")
+    )
+    return categorical
 
 
 def fit_features(leads: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:

@@ -1,0 +1,5 @@
+"""`python -m pipelines` runs the `leadscore` command line."""
+
+from pipelines.cli import app
+
+app(prog_name="leadscore")

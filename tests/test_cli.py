@@ -1,0 +1,149 @@
+"""The command line as a user runs it: outputs, and one-line errors with nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+runner = CliRunner()
+AS_OF = "2024-05-01T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim")
+    result = runner.invoke(app, ["generate", "--leads", "2000", "--seed", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_command_has_help() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("generate", "features", "training-set", "points", "demo"):
+        assert command in result.output
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0, command
+        assert "Usage" in sub.output
+
+
+def test_console_entry_point_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "generate" in done.stdout
+
+
+def test_generate_writes_the_three_tables(simulated: Path) -> None:
+    for name in ("leads", "events", "truth"):
+        assert (simulated / f"{name}.parquet").stat().st_size > 0
+    leads = pd.read_parquet(simulated / "leads.parquet")
+    assert len(leads) == 2000
+
+
+def test_features_training_set_and_points_from_files(simulated: Path, tmp_path: Path) -> None:
+    leads, events = str(simulated / "leads.parquet"), str(simulated / "events.parquet")
+    out = tmp_path / "features.parquet"
+    result = runner.invoke(
+        app, ["features", "--leads", leads, "--events", events, "--as-of", AS_OF, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    created = pd.read_parquet(simulated / "leads.parquet")["created_at"]
+    assert len(frame) == int((created <= pd.Timestamp(AS_OF)).sum()) > 0
+
+    out = tmp_path / "training.csv"
+    result = runner.invoke(
+        app, ["training-set", "--leads", leads, "--events", events, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    training = pd.read_csv(out)
+    assert {"lead_id", "as_of", "converted_within_horizon"} <= set(training.columns)
+
+    out = tmp_path / "points.csv"
+    result = runner.invoke(
+        app, ["points", "--leads", leads, "--events", events, "--as-of", AS_OF, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert {"rule_score", "rule_mql"} <= set(pd.read_csv(out).columns)
+
+
+def _assert_refused(result_output: str, exit_code: int, out: Path, *needles: str) -> None:
+    assert exit_code == 2, result_output
+    assert not out.exists(), "nothing may be written on bad input"
+    assert not list(out.parent.glob(f".{out.name}*")), "no temporary file may be left"
+    assert "Traceback" not in result_output
+    error_lines = [line for line in result_output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result_output
+    for needle in needles:
+        assert needle in result_output
+
+
+def test_bad_leads_file_is_one_line_exit_2_and_nothing_written(tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("lead_id,created_at\n1,2024-01-01 09:00\n2,2024-01-02T09:00:00Z\n")
+    out = tmp_path / "out" / "features.parquet"
+    result = runner.invoke(
+        app, ["features", "--leads", str(leads), "--as-of", AS_OF, "--out", str(out)]
+    )
+    _assert_refused(result.output, result.exit_code, out, "leads.csv", "created_at", "row 2")
+
+
+def test_as_of_without_timezone_is_refused(simulated: Path, tmp_path: Path) -> None:
+    out = tmp_path / "f.parquet"
+    result = runner.invoke(
+        app,
+        ["features", "--leads", str(simulated / "leads.parquet"), "--as-of", "2024-05-01",
+         "--out", str(out)],
+    )  # fmt: skip
+    _assert_refused(result.output, result.exit_code, out, "--as-of", "timezone")
+
+
+def test_config_errors_name_the_field(simulated: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("snapshots:\n  horizon_days: -3\n")
+    out = tmp_path / "t.parquet"
+    result = runner.invoke(
+        app,
+        ["training-set", "--leads", str(simulated / "leads.parquet"), "--config", str(config),
+         "--out", str(out)],
+    )  # fmt: skip
+    _assert_refused(result.output, result.exit_code, out, "config.yaml", "snapshots.horizon_days")
+
+    config.write_text("features:\n  categorical_columns: [budget]\n")
+    result = runner.invoke(
+        app,
+        ["training-set", "--leads", str(simulated / "leads.parquet"), "--config", str(config),
+         "--out", str(out)],
+    )  # fmt: skip
+    _assert_refused(result.output, result.exit_code, out, "'budget'")
+
+
+def test_environment_overrides_the_config(
+    simulated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADSCORE_SNAPSHOTS__HORIZON_DAYS", "5000")
+    out = tmp_path / "t.parquet"
+    result = runner.invoke(
+        app, ["training-set", "--leads", str(simulated / "leads.parquet"), "--out", str(out)]
+    )
+    _assert_refused(result.output, result.exit_code, out, "horizon is 5000 days")
+
+
+def test_bad_rules_file_is_refused(simulated: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("mql_threshold: high\n")
+    out = tmp_path / "p.csv"
+    result = runner.invoke(
+        app,
+        ["points", "--leads", str(simulated / "leads.parquet"), "--as-of", AS_OF,
+         "--rules", str(rules), "--out", str(out)],
+    )  # fmt: skip
+    _assert_refused(result.output, result.exit_code, out, "rules.yaml", "mql_threshold")
