@@ -19,7 +19,12 @@ from rich.table import Table
 from features.build import build_features
 from features.config import DatasetConfig
 from features.contract import DataContractError, load_events, load_leads
-from features.simulator import SimulatorConfig, simulate_funnel, write_funnel
+from features.simulator import (
+    SIMULATION_STEPS,
+    SimulatorConfig,
+    simulate_funnel,
+    write_funnel,
+)
 from features.storage import write_table_atomic
 from features.training import LABEL, make_training_set
 from models.points import RULE_MQL, RULE_SCORE, PointsRules
@@ -153,7 +158,7 @@ def generate(
 ) -> None:
     """Simulate a B2B funnel: leads, their events and the true conversion probabilities."""
     simulator = SimulatorConfig(n_leads=leads, seed=seed, months=months)
-    with progress_steps(total=8, description="generate") as advance:
+    with progress_steps(total=len(SIMULATION_STEPS), description="generate") as advance:
         funnel = simulate_funnel(simulator, on_step=advance)
         paths = write_funnel(funnel, out)
     converted = funnel.leads["converted"]
@@ -247,7 +252,7 @@ def demo(
     """Simulate a funnel, build point-in-time training snapshots and score the rules on them."""
     settings = LeadscoreConfig()
     data_dir = workdir / "data"
-    with progress_steps(total=8, description="simulate") as advance:
+    with progress_steps(total=len(SIMULATION_STEPS), description="simulate") as advance:
         funnel = simulate_funnel(SimulatorConfig(n_leads=leads, seed=seed), on_step=advance)
         write_funnel(funnel, data_dir)
     with progress_steps(total=3, description="snapshots") as advance:
