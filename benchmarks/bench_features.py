@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,13 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.report import ROOT, machine, peak_rss_gb, versions, write_section
+
 OUT = ROOT / "benchmarks" / "out"
 SECTION = "## Feature building"
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
 def _data_dir(n_leads: int) -> Path:
@@ -54,7 +49,7 @@ def _worker(engine: str, folder: Path, repeats: int) -> dict[str, float]:
     times: list[float] = []
     if engine == "leadscore":
         events = pd.read_parquet(events_path, columns=["lead_id", "ts", "event_type"])
-        loaded = _peak_rss_gb()
+        loaded = peak_rss_gb()
         for _ in range(repeats):
             start = time.perf_counter()
             frame = build_features(leads, events, as_of, config)
@@ -74,7 +69,7 @@ def _worker(engine: str, folder: Path, repeats: int) -> dict[str, float]:
         )
         con.register("spine_frame", spine)
         con.execute("CREATE TABLE spine AS SELECT * FROM spine_frame")
-        loaded = _peak_rss_gb()
+        loaded = peak_rss_gb()
         query = behaviour_sql(config)
         for _ in range(repeats):
             start = time.perf_counter()
@@ -88,7 +83,7 @@ def _worker(engine: str, folder: Path, repeats: int) -> dict[str, float]:
         "events": float(n_events),
         "rows": float(rows),
         "loaded_rss_gb": loaded,
-        "peak_rss_gb": _peak_rss_gb(),
+        "peak_rss_gb": peak_rss_gb(),
     }
 
 
@@ -101,41 +96,6 @@ def _measure(engine: str, folder: Path, repeats: int) -> dict[str, float]:
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
-
-
-def _machine() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB RAM, {platform.platform()}"
-
-
-def _versions() -> str:
-    import duckdb
-    import numpy
-    import pyarrow
-
-    return (
-        f"Python {platform.python_version()}, pandas {pd.__version__}, numpy {numpy.__version__}, "
-        f"pyarrow {pyarrow.__version__}, DuckDB {duckdb.__version__}"
-    )
-
-
-def _write_section(markdown: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in text:
-        before, _, after = text.partition(SECTION)
-        rest = after.split("\n## ", 1)
-        text = before + markdown + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown
-    path.write_text(text)
 
 
 def main() -> None:
@@ -167,8 +127,8 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}.",
-        f"{_versions()}. Median of {args.repeats} runs each; every engine in its own process.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
+        f"{versions()}. Median of {args.repeats} runs each; every engine in its own process.",
         "",
         "`build_features` (all features, one snapshot per lead at the last event time) against the",
         "same behaviour aggregation in DuckDB SQL (`benchmarks/duckdb_reference.py`, checked equal",
@@ -192,7 +152,7 @@ def main() -> None:
         "under 6 GB at 1M leads / 20M events.",
         "",
     ]
-    _write_section("\n".join(lines))
+    write_section(SECTION, "\n".join(lines))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
 
 

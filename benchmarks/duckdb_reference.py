@@ -17,9 +17,13 @@ def _quoted(values: list[str]) -> str:
 
 
 def behaviour_sql(config: FeatureConfig, events: str = "events", spine: str = "spine") -> str:
-    """One query over tables `events(lead_id, ts, event_type)` and `spine(lead_id, as_of)`."""
+    """One query over tables `events(lead_id, ts, event_type)` and `spine(lead_id, as_of)`.
+
+    The joined events are MATERIALIZED once: left inlined, DuckDB repeats the join for each of
+    the three aggregations that read it (measured about 2x slower at 1M leads).
+    """
     windows = config.windows_days
-    per_window = ", ".join(f"sum((age < {w})::INT) AS c{w}" for w in windows)
+    per_window = ", ".join(f"count(*) FILTER (WHERE age < {w}) AS c{w}" for w in windows)
     using = ", ".join(
         [*(f"first(c{w}) AS c{w}" for w in windows), "first(n) AS n", "first(last) AS last"]
     )
@@ -37,12 +41,12 @@ def behaviour_sql(config: FeatureConfig, events: str = "events", spine: str = "s
         else "NULL"
     )
     return f"""
-WITH e AS (
+WITH e AS MATERIALIZED (
     SELECT ev.{LEAD_ID}, ev.event_type::VARCHAR AS event_type,
            (epoch_ns(s.as_of) - epoch_ns(ev.ts)) / {NS_PER_DAY}.0 AS age,
            epoch_ns(ev.ts) // {NS_PER_DAY} AS day
     FROM {events} ev JOIN {spine} s ON ev.{LEAD_ID} = s.{LEAD_ID}
-    WHERE ev.ts < s.as_of AND ev.event_type::VARCHAR IN ({_quoted(types)})
+    WHERE epoch_ns(ev.ts) < epoch_ns(s.as_of) AND ev.event_type::VARCHAR IN ({_quoted(types)})
 ),
 per_type AS (
     SELECT {LEAD_ID}, event_type, {per_window}, count(*) AS n, min(age) AS last
