@@ -1,0 +1,130 @@
+"""Time split, MQL policy and calibration: the pieces between raw scores and MQL decisions."""
+
+from __future__ import annotations
+
+import itertools
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+
+from features.contract import DataContractError
+from features.pointintime import NS_PER_DAY
+from models.calibration import BoosterClassifier, Calibrator, choose_calibrator
+from models.config import PolicyConfig, SplitConfig
+from models.policy import fit_policy
+from models.split import SLICES, split_by_time
+from tests.conftest import START
+
+
+def snapshot_times(n: int = 2_000, days: int = 500, seed: int = 0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    return pd.Series(START + pd.to_timedelta(rng.integers(0, days, n), unit="D"))
+
+
+def test_slices_are_ordered_in_time_disjoint_and_embargoed() -> None:
+    times = snapshot_times()
+    split = split_by_time(times, horizon_days=30, config=SplitConfig())
+    ranges = [(times.iloc[split.rows[s]].min(), times.iloc[split.rows[s]].max()) for s in SLICES]
+    for (_, earlier_end), (later_start, _) in itertools.pairwise(ranges):
+        assert earlier_end < later_start
+    used = np.concatenate([split.rows[s] for s in SLICES])
+    assert len(used) == len(set(used))
+    # No snapshot before the test period sees an outcome inside it.
+    test_start = split.starts["test"]
+    before_test = times.iloc[np.concatenate([split.rows[s] for s in SLICES[:3]])]
+    assert (before_test + pd.Timedelta(days=30) <= test_start).all()
+    assert split.n_embargoed > 0
+    assert len(split.rows["test"]) == pytest.approx(0.2 * len(times), rel=0.1)
+
+
+def test_one_moment_never_straddles_two_slices() -> None:
+    times = pd.Series([START] * 500 + [START + pd.Timedelta(days=d) for d in range(1, 500)])
+    split = split_by_time(times, horizon_days=1, config=SplitConfig(embargo=False))
+    holders = [s for s in SLICES if (times.iloc[split.rows[s]] == START).any()]
+    assert holders == ["train"]
+
+
+def test_too_short_a_history_names_the_empty_slice() -> None:
+    times = snapshot_times(days=60)
+    with pytest.raises(DataContractError, match=r"slice of the time split is empty"):
+        split_by_time(times, horizon_days=90, config=SplitConfig())
+
+
+def _probabilities(n: int = 5_000, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).beta(1, 12, n)
+
+
+def test_rules_volume_policy_matches_the_rules_share_and_tiers_nest() -> None:
+    p = _probabilities()
+    rules_mql = np.random.default_rng(2).random(len(p)) < 0.07
+    times = np.full(len(p), 0, dtype=np.int64)
+    policy = fit_policy(p, rules_mql, times, PolicyConfig())
+    assert policy.mql(p).mean() == pytest.approx(rules_mql.mean(), abs=0.002)
+    tiers = policy.tiers(p)
+    assert (tiers == "A").mean() == pytest.approx(0.05, abs=0.002)
+    assert (np.isin(tiers, ["A", "B"])).mean() == pytest.approx(0.15, abs=0.002)
+    for better, worse in (("A", "B"), ("B", "C"), ("C", "D")):
+        assert p[tiers == better].min() >= p[tiers == worse].max()
+
+
+def test_other_policy_methods() -> None:
+    p = _probabilities()
+    never = np.zeros(len(p), dtype=bool)
+    weeks = np.repeat(np.arange(10), len(p) // 10) * 7 * NS_PER_DAY
+    top = fit_policy(p, never, weeks, PolicyConfig(method="top_share", top_share=0.2))
+    assert top.mql(p).mean() == pytest.approx(0.2, abs=0.002)
+    capacity = fit_policy(
+        p, never, weeks, PolicyConfig(method="capacity_per_week", capacity_per_week=50)
+    )
+    # 5,000 leads over 9 weeks: 50 a week is ~9% of them.
+    assert capacity.mql(p).mean() == pytest.approx(50 / (5_000 / 9), abs=0.003)
+    precise = fit_policy(p, never, weeks, PolicyConfig(method="precision", target_precision=0.2))
+    assert p[precise.mql(p)].mean() >= 0.2
+    assert p[p >= np.sort(p)[::-1][precise.mql(p).sum()]].mean() < 0.2 + 0.01
+    value = fit_policy(
+        p,
+        never,
+        weeks,
+        PolicyConfig(method="expected_value", deal_value=10_000, cost_per_contact=500),
+    )
+    assert value.threshold == pytest.approx(0.05)
+    with pytest.raises(DataContractError, match="no MQL"):
+        fit_policy(p, never, weeks, PolicyConfig())
+    with pytest.raises(ValueError, match="needs target_precision"):
+        PolicyConfig(method="precision")
+
+
+def _booster_and_data(seed: int = 3) -> tuple[lgb.Booster, pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = 6_000
+    x = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = (rng.random(n) < 1 / (1 + np.exp(-(2 * x["a"] - 2.5)))).astype(int).to_numpy()
+    booster = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_threads": 1, "learning_rate": 0.3},
+        lgb.Dataset(x.iloc[:3_000], y[:3_000]),
+        num_boost_round=30,
+    )
+    return booster, x.iloc[3_000:].reset_index(drop=True), y[3_000:]
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_numpy_calibrator_equals_scikit_learn(method: str) -> None:
+    booster, x, y = _booster_and_data()
+    model = BoosterClassifier(booster).fit(x, y)
+    sklearn_model = CalibratedClassifierCV(FrozenEstimator(model), method=method).fit(x, y)
+    ours = Calibrator.from_sklearn(sklearn_model)
+    expected = np.clip(sklearn_model.predict_proba(x)[:, 1], 1e-4, 1 - 1e-4)
+    np.testing.assert_allclose(ours.apply(model.decision_function(x)), expected, atol=1e-12)
+    assert Calibrator.from_dict(ours.to_dict()) == ours
+
+
+def test_choose_calibrator_picks_the_lower_held_out_log_loss() -> None:
+    booster, x, y = _booster_and_data(seed=4)
+    model = BoosterClassifier(booster).fit(x, y)
+    calibrator, losses = choose_calibrator(model, x, y, ["isotonic", "sigmoid"], np.arange(len(y)))
+    assert set(losses) == {"isotonic", "sigmoid"}
+    assert calibrator.method == min(losses, key=lambda m: losses[m])
