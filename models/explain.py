@@ -1,0 +1,476 @@
+"""Per-lead reasons: LightGBM's own feature contributions, in words a marketer understands.
+
+`booster.predict(X, pred_contrib=True)` gives, per lead, one raw log-odds contribution per feature
+plus the bias. A `ReasonWriter` turns the largest ones for and against the score into phrases such
+as "3 pricing-page visits in the last 7 days" or "job title: VP".
+
+Everything that depends only on the feature name (which family it belongs to, its words, its
+fixed strings) is decided once, when the writer is built; per lead only the top indices are picked
+and six values formatted, so the same writer serves batch scoring and a one-lead API call.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import SupportsFloat, cast
+
+import numpy as np
+import pandas as pd
+
+from features.build import behaviour_feature_names
+from features.config import FeatureConfig
+
+# Contributions smaller than this say nothing worth telling and are left out.
+MIN_CONTRIBUTION = 1e-9
+FOR, AGAINST = "for", "against"
+
+Formatter = Callable[[object], str]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One feature's pull on one lead's score, and what it means in words."""
+
+    feature: str
+    phrase: str
+    contribution: float  # raw log-odds contribution (positive = for)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"feature": self.feature, "phrase": self.phrase, "contribution": self.contribution}
+
+
+@dataclass(frozen=True)
+class EventWords:
+    """How to speak about one event type.
+
+    `one`/`many` name a single event and several ("demo request(s)"); `did` is the past-tense act
+    ("requested a demo") for "never ...". Without a natural noun (`one` is None) counts are spoken
+    with the verb: "unsubscribed 2 times in the last 7 days".
+    """
+
+    one: str | None
+    many: str | None
+    did: str
+
+
+EVENT_WORDS: dict[str, EventWords] = {
+    "email_sent": EventWords("email received", "emails received", "received an email"),
+    "email_open": EventWords("email opened", "emails opened", "opened an email"),
+    "email_click": EventWords("email click", "email clicks", "clicked a link in an email"),
+    "email_bounce": EventWords("bounced email", "bounced emails", "had an email bounce"),
+    "unsubscribe": EventWords(None, None, "unsubscribed"),
+    "page_view": EventWords("page visit", "page visits", "visited the website"),
+    "pricing_page_view": EventWords(
+        "pricing-page visit", "pricing-page visits", "visited the pricing page"
+    ),
+    "docs_page_view": EventWords("docs-page visit", "docs-page visits", "visited the docs"),
+    "content_download": EventWords("content download", "content downloads", "downloaded content"),
+    "webinar_registered": EventWords(
+        "webinar registration", "webinar registrations", "registered for a webinar"
+    ),
+    "webinar_attended": EventWords("webinar attended", "webinars attended", "attended a webinar"),
+    "form_fill": EventWords("form filled", "forms filled", "filled in a form"),
+    "demo_request": EventWords("demo request", "demo requests", "requested a demo"),
+    "trial_request": EventWords("trial request", "trial requests", "requested a trial"),
+}
+
+SENIORITY_WORDS: dict[str, str] = {
+    "c_level": "C-level",
+    "vp": "VP",
+    "director": "director",
+    "manager": "manager",
+    "individual": "individual contributor",
+    "student": "student",
+    "other": "other",
+}
+
+# Above / below these 7-day vs 30-day rate ratios activity is "picking up" / "slowing down".
+VELOCITY_UP, VELOCITY_DOWN = 1.2, 0.8
+# Under this many days since the last action we say "last active ..." rather than "no activity".
+QUIET_AFTER_DAYS = 7
+
+
+def event_words(kind: str) -> EventWords:
+    """Words for an event type; an unknown type is spoken as its name with spaces."""
+    known = EVENT_WORDS.get(kind)
+    if known is not None:
+        return known
+    name = kind.replace("_", " ").strip()
+    return EventWords(f"{name} event", f"{name} events", f"had a {name} event")
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+def is_missing(value: object) -> bool:
+    """None, NaN or pd.NA (what a category column or a float feature holds when unknown)."""
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float | np.floating) and math.isnan(value)
+
+
+def format_number(value: float) -> str:
+    """Integers without decimals, other numbers to 3 significant digits, never in e-notation."""
+    if not math.isfinite(value):
+        return str(value)
+    if float(value).is_integer():
+        return str(int(value))
+    return np.format_float_positional(value, precision=3, fractional=False, trim="-")
+
+
+def format_value(value: object) -> str:
+    """Any feature value as text: numbers formatted, booleans as yes/no, the rest as is."""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return format_number(float(value))
+    return str(value)
+
+
+def _num(value: object) -> float:
+    return float(cast("SupportsFloat", value))
+
+
+def _count(value: object) -> int:
+    return max(0, round(_num(value)))
+
+
+def _whole_days(value: object) -> int:
+    # Floor, so that anything under one day reads "today" and 1.9 days is still "1 day ago".
+    return max(0, math.floor(_num(value)))
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def days_ago(value: object) -> str:
+    n = _whole_days(value)
+    return "today" if n == 0 else f"{_plural(n, 'day', 'days')} ago"
+
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def humanise(name: str) -> str:
+    """A column name as words: "company_size" -> "company size", "TotalVisits" -> "total visits".
+
+    Capitalised words are lowered so the name reads inside a phrase; acronyms ("ROI") are kept.
+    """
+    text = name.replace("_", " ")
+    if " " not in text.strip():
+        text = _CAMEL_BOUNDARY.sub(" ", text)
+    words = [
+        w.lower() if len(w) > 1 and w[0].isupper() and w[1:].islower() else w for w in text.split()
+    ]
+    return " ".join(words) or name
+
+
+# --- formatters per feature family ---------------------------------------------------------------
+
+
+def _event_count(words: EventWords, span: str, none_span: str) -> Formatter:
+    """Counts in a span ("in the last 7 days", "so far"); `none_span` for zero ("yet")."""
+    if words.one is not None and words.many is not None:
+        one, many = words.one, words.many
+        zero, single = f"no {one} {none_span}", f"1 {one} {span}"
+        unknown = f"{many} {span}: unknown"
+
+        def noun(value: object) -> str:
+            if is_missing(value):
+                return unknown
+            n = _count(value)
+            return zero if n == 0 else single if n == 1 else f"{n} {many} {span}"
+
+        return noun
+
+    did = words.did
+    zero = f"not {did} {none_span}"
+    single = f"{did} {span}" if span != "so far" else did
+    unknown = f"{did} {span}: unknown"
+
+    def verb(value: object) -> str:
+        if is_missing(value):
+            return unknown
+        n = _count(value)
+        return zero if n == 0 else single if n == 1 else f"{did} {n} times {span}"
+
+    return verb
+
+
+def _event_days_since(words: EventWords) -> Formatter:
+    never = f"never {words.did}"
+    last = f"last {words.one}" if words.one is not None else words.did
+
+    def fmt(value: object) -> str:
+        return never if is_missing(value) else f"{last} {days_ago(value)}"
+
+    return fmt
+
+
+def _engagement(value: object) -> str:
+    if is_missing(value):
+        return "engagement unknown"
+    score = _num(value)
+    if score <= 0:
+        return "no engagement yet"
+    return f"engagement score {format_number(score)} (recent actions weigh most)"
+
+
+def _active_days(value: object) -> str:
+    if is_missing(value):
+        return "active days unknown"
+    n = _count(value)
+    if n == 0:
+        return "not active yet"
+    return "active on 1 day" if n == 1 else f"active on {n} different days"
+
+
+def _velocity(value: object) -> str:
+    if is_missing(value):
+        return "activity trend unknown"
+    ratio = _num(value)
+    if ratio <= 0:
+        # The builder writes 0 both for "nothing in 30 days" and "nothing in the last 7".
+        return "no activity in the last 7 days"
+    # Decide on the rounded ratio shown, so "1.2x" never reads as both steady and picking up.
+    shown = round(ratio, 1)
+    times = f"{shown:.1f}x" if shown > 0 else "under 0.1x"
+    rate = f"(7-day rate {times} the 30-day rate)"
+    if shown > VELOCITY_UP:
+        return f"activity picking up {rate}"
+    if shown < VELOCITY_DOWN:
+        return f"activity slowing down {rate}"
+    return f"activity steady {rate}"
+
+
+def _days_since_activity(value: object) -> str:
+    if is_missing(value):
+        return "no activity yet"
+    n = _whole_days(value)
+    if n == 0:
+        return "active today"
+    if n < QUIET_AFTER_DAYS:
+        return f"last active {_plural(n, 'day', 'days')} ago"
+    return f"no activity for {n} days"
+
+
+def _open_rate(value: object) -> str:
+    if is_missing(value):
+        return "no emails received yet"
+    rate = _num(value)
+    if rate <= 0:
+        return "never opened an email"
+    if rate >= 1:
+        # Opens are counted per open, so a lead can "open" more emails than were sent.
+        return "opened every email"
+    # Keep 0 and 100 for the exact cases above.
+    return f"opened {min(99, max(1, round(rate * 100)))}% of emails"
+
+
+def _lead_age(value: object) -> str:
+    return "lead creation date unknown" if is_missing(value) else f"lead created {days_ago(value)}"
+
+
+def _seniority(value: object) -> str:
+    if is_missing(value):
+        return "no job title"
+    level = str(value)
+    return f"job title: {SENIORITY_WORDS.get(level, level.replace('_', ' '))}"
+
+
+def _company_email(value: object) -> str:
+    if is_missing(value):
+        return "no email address"
+    return "company email domain" if _num(value) >= 0.5 else "free-mail address"
+
+
+def _labelled(name: str) -> Formatter:
+    """Categoricals and any other column: "company size: 201-1000", "company size unknown"."""
+    label = humanise(name)
+    unknown = f"{label} unknown"
+
+    def fmt(value: object) -> str:
+        return unknown if is_missing(value) else f"{label}: {format_value(value)}"
+
+    return fmt
+
+
+_FIXED: dict[str, Formatter] = {
+    "engagement_decayed": _engagement,
+    "active_days": _active_days,
+    "velocity_7d_vs_30d": _velocity,
+    "days_since_last_activity": _days_since_activity,
+    "email_open_rate": _open_rate,
+}
+
+
+def formatters_for(config: FeatureConfig) -> dict[str, tuple[str, Formatter]]:
+    """(family, formatter) for every feature name `config` can produce.
+
+    Built from the config rather than by parsing names, so a user column that happens to end in
+    "_count_all" is never mistaken for an event count.
+    """
+    out: dict[str, tuple[str, Formatter]] = {}
+    for name in config.categorical_columns:
+        out[name] = ("categorical", _labelled(name))
+    for name in config.numeric_columns:
+        out[name] = ("numeric", _labelled(name))
+    if config.title_column is not None:
+        out["seniority"] = ("seniority", _seniority)
+    if config.email_column is not None:
+        out["is_company_email"] = ("company_email", _company_email)
+    out["lead_age_days"] = ("lead_age", _lead_age)
+    behaviour = set(behaviour_feature_names(config))
+    for name, fmt in _FIXED.items():
+        if name in behaviour:
+            out[name] = (name, fmt)
+    for kind in config.event_types:
+        words = event_words(kind)
+        for window in config.windows_days:
+            span = "in the last day" if window == 1 else f"in the last {window} days"
+            out[f"{kind}_count_{window}d"] = ("event_count", _event_count(words, span, span))
+        out[f"{kind}_count_all"] = ("event_count", _event_count(words, "so far", "yet"))
+        out[f"{kind}_days_since_last"] = ("event_days_since", _event_days_since(words))
+    return out
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+
+class ReasonWriter:
+    """Turns contribution rows into the top reasons for and against each lead's score."""
+
+    def __init__(self, feature_names: list[str], config: FeatureConfig, top_k: int = 3) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if len(set(feature_names)) != len(feature_names):
+            raise ValueError("feature_names has duplicates")
+        known = formatters_for(config)
+        self.feature_names: tuple[str, ...] = tuple(feature_names)
+        self.top_k = top_k
+        self.families: dict[str, str] = {}
+        self.formatters: dict[str, Formatter] = {}
+        for name in feature_names:
+            family, fmt = known.get(name, ("other", _labelled(name)))
+            self.families[name] = family
+            self.formatters[name] = fmt
+        # Position-indexed copies: the per-lead path only indexes tuples.
+        self._by_index: tuple[Formatter, ...] = tuple(self.formatters[n] for n in feature_names)
+
+    def phrase(self, feature: str, value: object) -> str:
+        """One feature value in words; a feature the writer does not know reads "name: value"."""
+        fmt = self.formatters.get(feature)
+        return (fmt or _labelled(feature))(value)
+
+    def reasons(
+        self, contributions: np.ndarray, values: Sequence[object]
+    ) -> dict[str, list[Reason]]:
+        """Top reasons for one lead.
+
+        `contributions` has one value per feature, optionally followed by the bias (ignored);
+        `values` are the lead's feature values in `feature_names` order.
+        """
+        row = self._features_only(np.asarray(contributions, dtype=np.float64), ndim=1)
+        if len(values) != len(self.feature_names):
+            raise ValueError(
+                f"expected {len(self.feature_names)} feature values, got {len(values)}"
+            )
+        return {
+            FOR: self._write(row, self._top_for(row), values),
+            AGAINST: self._write(row, self._top_against(row), values),
+        }
+
+    def reasons_batch(
+        self, contributions: np.ndarray, frame: pd.DataFrame
+    ) -> list[dict[str, list[Reason]]]:
+        """Top reasons for every lead: row i of `contributions` explains row i of `frame`."""
+        matrix = self._features_only(np.asarray(contributions, dtype=np.float64), ndim=2)
+        if len(frame) != len(matrix):
+            raise ValueError(f"{len(matrix)} contribution rows but {len(frame)} rows in the frame")
+        missing = [n for n in self.feature_names if n not in frame.columns]
+        if missing:
+            raise KeyError(f"the frame lacks feature column(s) {', '.join(map(repr, missing))}")
+        k = min(self.top_k, matrix.shape[1])
+        # Stable sorts break ties by feature order, exactly as `reasons` does.
+        top_for = np.argsort(-matrix, axis=1, kind="stable")[:, :k]
+        top_against = np.argsort(matrix, axis=1, kind="stable")[:, :k]
+        rows = np.arange(len(matrix))[:, None]
+        for_values, against_values = matrix[rows, top_for], matrix[rows, top_against]
+        # Only the columns some lead's reasons name are read out of the frame.
+        needed = np.union1d(
+            top_for[for_values >= MIN_CONTRIBUTION],
+            top_against[against_values <= -MIN_CONTRIBUTION],
+        )
+        columns = {int(j): frame[self.feature_names[j]].to_numpy() for j in needed}
+        # Plain lists from here on: per-row numpy slicing would cost more than the phrases.
+        picks = zip(
+            top_for.tolist(),
+            for_values.tolist(),
+            top_against.tolist(),
+            against_values.tolist(),
+            strict=True,
+        )
+        return [
+            {
+                FOR: self._told(fj, fc, columns, i, 1.0),
+                AGAINST: self._told(aj, ac, columns, i, -1.0),
+            }
+            for i, (fj, fc, aj, ac) in enumerate(picks)
+        ]
+
+    # --- internals ---
+
+    def _features_only(self, contributions: np.ndarray, ndim: int) -> np.ndarray:
+        n = len(self.feature_names)
+        if contributions.ndim != ndim or contributions.shape[-1] not in (n, n + 1):
+            raise ValueError(
+                f"contributions must have {n} columns (or {n + 1} with the bias) and "
+                f"{ndim} dimension(s), got shape {contributions.shape}"
+            )
+        features = contributions[..., :n]
+        if not np.isfinite(features).all():
+            raise ValueError("contributions hold NaN or infinite values")
+        return features
+
+    def _top_for(self, row: np.ndarray) -> np.ndarray:
+        """Indices of the top_k largest contributions >= MIN_CONTRIBUTION, ties by feature order."""
+        n, k = len(row), self.top_k
+        floor = MIN_CONTRIBUTION
+        if n > k:
+            # Partition finds the k-th largest in O(n); keeping every value >= it keeps all ties.
+            floor = max(floor, float(np.partition(row, n - k)[n - k]))
+        picked = np.flatnonzero(row >= floor)
+        return picked[np.argsort(-row[picked], kind="stable")][:k]
+
+    def _top_against(self, row: np.ndarray) -> np.ndarray:
+        """Indices of the top_k most negative contributions <= -MIN_CONTRIBUTION."""
+        n, k = len(row), self.top_k
+        ceiling = -MIN_CONTRIBUTION
+        if n > k:
+            ceiling = min(ceiling, float(np.partition(row, k - 1)[k - 1]))
+        picked = np.flatnonzero(row <= ceiling)
+        return picked[np.argsort(row[picked], kind="stable")][:k]
+
+    def _write(self, row: np.ndarray, picked: np.ndarray, values: Sequence[object]) -> list[Reason]:
+        names, fmts = self.feature_names, self._by_index
+        return [Reason(names[j], fmts[j](values[j]), float(row[j])) for j in picked.tolist()]
+
+    def _told(
+        self,
+        picked: list[int],
+        contributions: list[float],
+        columns: dict[int, np.ndarray],
+        i: int,
+        sign: float,
+    ) -> list[Reason]:
+        """Lead `i`'s sorted picks that clear the noise floor on the side `sign` points to."""
+        names, fmts = self.feature_names, self._by_index
+        return [
+            Reason(names[j], fmts[j](columns[j][i]), c)
+            for j, c in zip(picked, contributions, strict=True)
+            if c * sign >= MIN_CONTRIBUTION
+        ]
