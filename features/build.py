@@ -13,6 +13,7 @@ from features.fit import fit_features
 from features.pointintime import (
     AS_OF,
     NS_PER_DAY,
+    EventArrays,
     EventsAtSnapshots,
     as_utc_ns,
     join_before,
@@ -25,6 +26,11 @@ from features.vocabulary import CREATED_AT, LEAD_ID
 logger = logging.getLogger(__name__)
 
 KEY_COLUMNS: tuple[str, ...] = (LEAD_ID, AS_OF)
+ACCOUNT_FEATURES: tuple[str, ...] = (
+    "account_leads",
+    "account_engagement_decayed",
+    "account_events_30d",
+)
 
 
 def behaviour_feature_names(config: FeatureConfig) -> list[str]:
@@ -47,7 +53,7 @@ def feature_names(config: FeatureConfig) -> list[str]:
     """All feature columns `build_features` returns, besides the key columns."""
     fit: list[str] = []
     if config.title_column is not None:
-        fit.append("seniority")
+        fit += ["seniority", "job_function"]
     if config.email_column is not None:
         fit.append("is_company_email")
     return [
@@ -56,6 +62,7 @@ def feature_names(config: FeatureConfig) -> list[str]:
         *config.categorical_columns,
         *config.numeric_columns,
         *behaviour_feature_names(config),
+        *(ACCOUNT_FEATURES if config.account_column is not None else ()),
     ]
 
 
@@ -64,7 +71,11 @@ def check_lead_columns(leads: pd.DataFrame, config: FeatureConfig) -> None:
     wanted = [
         LEAD_ID,
         CREATED_AT,
-        *(c for c in (config.title_column, config.email_column) if c is not None),
+        *(
+            c
+            for c in (config.title_column, config.email_column, config.account_column)
+            if c is not None
+        ),
         *config.categorical_columns,
         *config.numeric_columns,
     ]
@@ -195,7 +206,59 @@ def build_features_at(
         values = fit[name].array
         columns[name] = values.take(lead_pos) if hasattr(values, "take") else values[lead_pos]
     columns.update({name: behaviour[:, i] for i, name in enumerate(names)})
+    if config.account_column is not None:
+        block = _account_block(lead_pos, as_of, leads, arrays, config)
+        columns.update({name: block[:, i] for i, name in enumerate(ACCOUNT_FEATURES)})
     return pd.DataFrame(columns)[[*KEY_COLUMNS, *feature_names(config)]]
+
+
+def _account_block(
+    lead_pos: np.ndarray,
+    as_of: np.ndarray,
+    leads: pd.DataFrame,
+    events: EventArrays,
+    config: FeatureConfig,
+) -> np.ndarray:
+    """What everyone at the lead's account (the lead included) did strictly before as_of.
+
+    The same point-in-time join as the lead's own behaviour, keyed by account instead of lead.
+    Leads without an account get NaN.
+    """
+    assert config.account_column is not None
+    account_of_lead, accounts = pd.factorize(leads[config.account_column])
+    n_accounts = len(accounts)
+    out = np.full((len(lead_pos), len(ACCOUNT_FEATURES)), np.nan)
+    spine_account = account_of_lead[lead_pos]
+    rows = np.flatnonzero(spine_account >= 0)
+    if len(rows) == 0:
+        return out
+    spine_account, moments = spine_account[rows], as_of[rows]
+
+    # Leads are "created" events of their account.
+    created = EventArrays(
+        lead_pos=account_of_lead.astype(np.int64),
+        type_code=np.zeros(len(leads), dtype=np.int64),
+        ts=as_utc_ns(leads[CREATED_AT]),
+    )
+    joined = join_before(spine_account, moments, created, n_accounts)
+    out[rows, 0] = np.bincount(joined.row, minlength=len(rows))
+
+    outbound = np.array([kind in config.outbound_event_types for kind in config.event_types])
+    inbound = (events.type_code >= 0) & ~outbound[np.maximum(events.type_code, 0)]
+    owner = np.where(events.lead_pos >= 0, account_of_lead[np.maximum(events.lead_pos, 0)], -1)
+    account_events = EventArrays(
+        lead_pos=np.where(inbound, owner, -1), type_code=events.type_code, ts=events.ts
+    )
+    engagement = np.zeros(len(rows))
+    recent = np.zeros(len(rows))
+    for chunk in spine_chunks(spine_account, account_events, n_accounts):
+        joined = join_before(spine_account[chunk], moments[chunk], account_events, n_accounts)
+        decay = np.exp2(-joined.age_days / config.decay_half_life_days)
+        engagement[chunk] = np.bincount(joined.row, weights=decay, minlength=len(chunk))
+        recent[chunk] = np.bincount(joined.row[joined.age_days < 30], minlength=len(chunk))
+    out[rows, 1] = engagement
+    out[rows, 2] = recent
+    return out
 
 
 def build_features(

@@ -104,6 +104,8 @@ class FeatureConfig(_Frozen):
     numeric_columns: list[str] = []
     title_column: str | None = "job_title"
     email_column: str | None = "email"
+    # Leads of one company share it: their engagement becomes account-level features.
+    account_column: str | None = "account_id"
     free_mail_domains: list[str] = list(FREE_MAIL_DOMAINS)
     # Fixed category levels (e.g. those seen in training); learned from the data when absent.
     category_levels: dict[str, list[str]] | None = None
@@ -121,7 +123,7 @@ class SnapshotConfig(_Frozen):
 
     horizon_days: int = Field(90, gt=0)
     # Snapshots at creation + k days, for every k at which the lead is still open.
-    offsets_days: list[int] = [0, 7, 14, 30, 60]
+    offsets_days: list[int] = [1, 7, 14, 30, 60]
     # Also a snapshot every week (Monday 00:00 UTC) while the lead is open.
     weekly: bool = False
     # End of the observed period; outcomes after it are unknown. Defaults to the data's last time.

@@ -783,9 +783,11 @@ def _draw_latents(
     )
     # Students, consultants and free-mail users engage a lot and buy little: engagement alone
     # misleads a points table.
+    # Behaviour shows intent, though not perfectly: what a lead does is most of what can be
+    # known about its buying project.
     activity = (
-        0.6 * intent
-        + 0.8 * rng.standard_normal(n)
+        0.8 * intent
+        + 0.6 * rng.standard_normal(n)
         + 0.9 * student
         + 0.4 * (sen == _SEN["consultant"])
         + 0.25 * leads.free_mail
@@ -829,8 +831,10 @@ def _draw_latents(
     intent_effect = 2.4 * _sigmoid(2.0 * (intent - 0.7)) - 0.6
     gate = np.where(unqualified, 0.2, 1.0) * np.where(leads.free_mail, 0.5, 1.0)
     gate = gate * np.where(tiny, 0.5, 1.0) * np.where(icp_hits <= 1, 0.5, 1.0)
-    noise = 0.4 * rng.standard_normal(n)  # what nobody could know about the lead
-    logit = config.base_logit + fit + gate * intent_effect + noise
+    # No extra per-lead noise here: the truth is what the outcome is drawn from, and noise that
+    # no data reveals would make it an oracle no model could approach. The Bernoulli draw of
+    # the outcome is the irreducible randomness.
+    logit = config.base_logit + fit + gate * intent_effect
 
     delay_mu = (
         np.log(config.conversion_delay_median_days)
@@ -1131,7 +1135,7 @@ def _engagement_events(
     s_lead, s_t = _decaying_process(
         rng, created, end, 0.07 * scale * np.exp(0.7 * act), tau, 0.004 * scale
     )
-    p_pricing = 0.04 + 0.12 * _sigmoid(intent - 0.5)
+    p_pricing = 0.03 + 0.25 * _sigmoid(1.5 * (intent - 0.5))
     p_docs = 0.03 + 0.22 * latents.technical + 0.05 * _sigmoid(intent)
     pages = rng.geometric(0.45, s_lead.size)
     out.append(_pages(rng, s_lead, s_t, pages, p_pricing, p_docs, leads, latents))

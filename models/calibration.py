@@ -39,10 +39,9 @@ class BoosterClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def decision_function(self, features: pd.DataFrame) -> np.ndarray:
         assert self.booster is not None
-        raw: np.ndarray = self.booster.predict(
-            features, raw_score=True, num_threads=self.num_threads
+        return np.asarray(
+            self.booster.predict(features, raw_score=True, num_threads=self.num_threads)
         )
-        return raw
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         p = 1 / (1 + np.exp(-self.decision_function(features)))
@@ -70,7 +69,8 @@ class Calibrator:
         else:
             probability = 1.0 / (1.0 + np.exp(self.a * raw + self.b))
         # No lead is certain: an isotonic step at exactly 0 or 1 would be an overconfident claim.
-        return np.clip(probability, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        clipped: np.ndarray = np.clip(probability, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return clipped
 
     @classmethod
     def from_sklearn(cls, calibrated: CalibratedClassifierCV) -> Calibrator:

@@ -79,12 +79,20 @@ EVENT_WORDS: dict[str, EventWords] = {
 
 SENIORITY_WORDS: dict[str, str] = {
     "c_level": "C-level",
+    "founder": "founder or owner",
     "vp": "VP",
     "director": "director",
     "manager": "manager",
     "individual": "individual contributor",
+    "consultant": "consultant",
     "student": "student",
     "other": "other",
+}
+
+FUNCTION_WORDS: dict[str, str] = {
+    "general_management": "general management",
+    "it": "IT",
+    "hr": "HR",
 }
 
 # Above / below these 7-day vs 30-day rate ratios activity is "picking up" / "slowing down".
@@ -282,6 +290,38 @@ def _seniority(value: object) -> str:
     return f"job title: {SENIORITY_WORDS.get(level, level.replace('_', ' '))}"
 
 
+def _job_function(value: object) -> str:
+    if is_missing(value):
+        return "job function unknown"
+    return f"job function: {FUNCTION_WORDS.get(str(value), str(value).replace('_', ' '))}"
+
+
+def _account_leads(value: object) -> str:
+    if is_missing(value):
+        return "no company account"
+    count = int(_num(value))
+    return "the only lead from this company" if count <= 1 else f"{count} leads from this company"
+
+
+def _account_engagement(value: object) -> str:
+    if is_missing(value):
+        return "no company account"
+    if _num(value) <= 0:
+        return "no engagement from this company yet"
+    return f"company engagement score {format_number(_num(value))} (recent actions weigh most)"
+
+
+def _account_recent(value: object) -> str:
+    if is_missing(value):
+        return "no company account"
+    count = int(_num(value))
+    if count == 0:
+        return "nobody at this company active in the last 30 days"
+    return (
+        f"{count} action{'s' if count != 1 else ''} by people at this company in the last 30 days"
+    )
+
+
 def _company_email(value: object) -> str:
     if is_missing(value):
         return "no email address"
@@ -321,9 +361,14 @@ def formatters_for(config: FeatureConfig) -> dict[str, tuple[str, Formatter]]:
         out[name] = ("numeric", _labelled(name))
     if config.title_column is not None:
         out["seniority"] = ("seniority", _seniority)
+        out["job_function"] = ("job_function", _job_function)
     if config.email_column is not None:
         out["is_company_email"] = ("company_email", _company_email)
     out["lead_age_days"] = ("lead_age", _lead_age)
+    if config.account_column is not None:
+        out["account_leads"] = ("account_leads", _account_leads)
+        out["account_engagement_decayed"] = ("account_engagement", _account_engagement)
+        out["account_events_30d"] = ("account_recent", _account_recent)
     behaviour = set(behaviour_feature_names(config))
     for name, fmt in _FIXED.items():
         if name in behaviour:

@@ -34,10 +34,12 @@ def _day(ns: int) -> str:
 
 
 def split_by_time(as_of: pd.Series, horizon_days: int, config: SplitConfig) -> TimeSplit:
-    """Cut snapshot times into train < validation < calibration < test by share of snapshots.
+    """Cut snapshot times into train < validation < calibration < test.
 
-    With the embargo on, snapshots before the test period whose horizon reaches into it are
-    dropped: when the model is deployed at the first test time, their labels are not known yet.
+    The test slice is the newest `test_share` of snapshots. With the embargo on, snapshots before
+    it whose horizon reaches into it are dropped: when the model is deployed at the first test
+    time, their labels are not known yet. Train, validation and calibration then share out the
+    rest in time order, in proportion to their shares.
     """
     times = as_utc_ns(as_of)
     if len(times) == 0:
@@ -51,19 +53,27 @@ def split_by_time(as_of: pd.Series, horizon_days: int, config: SplitConfig) -> T
         return int(sorted_times[position])
 
     test_start = cut(1 - config.test_share)
-    calibration_start = cut(1 - config.test_share - config.calibration_share)
-    validation_start = cut(
-        1 - config.test_share - config.calibration_share - config.validation_share
-    )
+    embargoed = np.zeros(len(times), dtype=bool)
+    if config.embargo:
+        embargoed = (times < test_start) & (times + horizon_days * NS_PER_DAY > test_start)
+    # The slices before the test period share out what the embargo leaves, newest last.
+    before = sorted_times[(sorted_times < test_start) & ~embargoed[order]]
+    pre_share = 1 - config.test_share
+
+    def cut_before(share_of_all: float) -> int:
+        if len(before) == 0:
+            return test_start
+        position = min(len(before) - 1, round(share_of_all / pre_share * len(before)))
+        return int(before[position])
+
+    calibration_start = cut_before(pre_share - config.calibration_share)
+    validation_start = cut_before(pre_share - config.calibration_share - config.validation_share)
     bounds = {
         "train": (np.iinfo(np.int64).min, validation_start),
         "validation": (validation_start, calibration_start),
         "calibration": (calibration_start, test_start),
         "test": (test_start, np.iinfo(np.int64).max),
     }
-    embargoed = np.zeros(len(times), dtype=bool)
-    if config.embargo:
-        embargoed = (times < test_start) & (times + horizon_days * NS_PER_DAY > test_start)
     rows = {
         name: np.flatnonzero((times >= low) & (times < high) & ~embargoed)
         for name, (low, high) in bounds.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import pandas as pd
 import typer
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -27,8 +29,11 @@ from features.simulator import (
 )
 from features.storage import write_table_atomic
 from features.training import LABEL, make_training_set
-from models.points import RULE_MQL, RULE_SCORE, PointsRules
+from models.points import RULE_MQL, PointsRules
+from models.registry import load_scorer, tracking_uri, use_tracking
+from models.registry import promote as promote_version
 from pipelines.config import LeadscoreConfig, load_config
+from pipelines.training import TRAINING_STEPS, TrainingRun, run_training
 
 app = typer.Typer(
     help="Predictive lead scoring: point-in-time features and rule-based points.",
@@ -240,60 +245,177 @@ def points(
     )
 
 
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Folder with leads.parquet and events.parquet (simulator output)."),
+]
+
+
+def _data_paths(
+    data: Path | None, leads: Path | None, events: Path | None
+) -> tuple[Path | None, Path | None]:
+    if data is None:
+        return leads, events
+    return leads or data / "leads.parquet", events or data / "events.parquet"
+
+
+@app.command()
+@user_errors_exit
+def train(
+    data: DataOption = None,
+    leads: LeadsOption = None,
+    events: EventsOption = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Points rules YAML.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Train, calibrate and evaluate against the rules; log to MLflow and register the model."""
+    settings = load_config(config)
+    leads, events = _data_paths(data, leads, events)
+    table = _rules(settings, rules)
+    with progress_steps(total=2 + TRAINING_STEPS, description="train") as advance:
+        lead_frame, event_frame = _load(settings, leads, events, advance)
+        run = run_training(lead_frame, event_frame, settings, table, on_step=advance)
+    _print_training(run)
+
+
+def _print_training(run: TrainingRun) -> None:
+    console.print(model_vs_rules_table(run.result.evaluation.metrics))
+    registration = run.registration
+    console.print(
+        f"registered [bold]{run.result.scorer.metadata.get('model_name', 'model')}[/] "
+        f"v{registration.version} as [bold]{registration.alias}[/] ({registration.reason}); "
+        f"MLflow run {registration.run_id}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors_exit
+def score(
+    input: Annotated[Path, typer.Option("--input", help="Leads to score (CSV or Parquet).")],
+    output: Annotated[Path, typer.Option("--output", help="Scores (.csv or .parquet).")],
+    events: EventsOption = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Score time with timezone; default now.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Score leads through the registered pyfunc bundle: the same path the API serves."""
+    settings = load_config(config)
+    moment = None if as_of is None else _parse_as_of(as_of)
+    use_tracking(settings.workdir)
+    uri = model or f"models:/{settings.train.model_name}@champion"
+    with progress_steps(total=5, description="score") as advance:
+        try:
+            scorer = load_scorer(uri)
+        except MlflowException as exc:
+            raise DataContractError(
+                f"cannot load model {uri}: {str(exc).splitlines()[0]}",
+                hint="train one first (leadscore train) or pass --model",
+            ) from exc
+        advance(f"model v{scorer.model_version} loaded")
+        lead_frame, event_frame = _load(settings, input, events, advance)
+        scored = scorer.score(lead_frame, event_frame, moment)
+        advance(f"{len(scored):,} leads scored")
+        scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]
+        write_table_atomic(scored, output)
+    console.print(
+        f"{len(scored):,} leads scored by v{scorer.model_version}: "
+        f"{int(scored['mql'].sum()):,} MQLs (threshold {scorer.policy.threshold:.3f}), "
+        f"{int(scored[RULE_MQL].sum()):,} rule MQLs -> {output}"
+    )
+
+
+@app.command()
+@user_errors_exit
+def promote(
+    version: Annotated[str, typer.Option("--version", help="Registered version to serve.")],
+    config: ConfigOption = None,
+) -> None:
+    """Move the `champion` alias to a version by hand (the old champion becomes `challenger`)."""
+    settings = load_config(config)
+    previous = promote_version(settings.train.model_name, version, settings.workdir)
+    console.print(
+        f"{settings.train.model_name} v{version} is champion"
+        + (f" (was v{previous}, now challenger)" if previous and previous != version else "")
+    )
+
+
 @app.command()
 @user_errors_exit
 def demo(
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where outputs go.")] = Path(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where simulated data goes.")] = Path(
         "outputs/demo"
     ),
-    leads: Annotated[int, typer.Option("--leads", min=100, help="Simulated leads.")] = 20_000,
+    leads: Annotated[int, typer.Option("--leads", min=1000, help="Simulated leads.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Simulate a funnel, build point-in-time training snapshots and score the rules on them."""
+    """Simulate a funnel, train and calibrate, evaluate against the rules, register in MLflow."""
     settings = LeadscoreConfig()
-    data_dir = workdir / "data"
     with progress_steps(total=len(SIMULATION_STEPS), description="simulate") as advance:
         funnel = simulate_funnel(SimulatorConfig(n_leads=leads, seed=seed), on_step=advance)
-        write_funnel(funnel, data_dir)
-    with progress_steps(total=3, description="snapshots") as advance:
-        snapshots = settings.snapshots.model_copy(update={"observed_until": funnel.observed_until})
-        frame = make_training_set(funnel.leads, funnel.events, snapshots, settings.features)
-        advance(f"{len(frame):,} snapshots")
-        rules = PointsRules.default()
-        scored = rules.score(
-            frame[["lead_id", "as_of"]], funnel.leads, funnel.events, settings.features
-        )
-        frame[RULE_SCORE], frame[RULE_MQL] = (
-            scored[RULE_SCORE].to_numpy(),
-            scored[RULE_MQL].to_numpy(),
-        )
-        advance("rule points scored")
-        write_table_atomic(frame, workdir / "training_set.parquet")
-        advance("written")
-    console.print(rules_summary_table(frame, snapshots.horizon_days))
-    console.print(f"outputs in {workdir}/")
-
-
-def rules_summary_table(frame: pd.DataFrame, horizon_days: int) -> Table:
-    """How the rule-based MQL list converts, on labelled snapshots."""
-    table = Table(
-        title=f"Rule-based points on {len(frame):,} snapshots "
-        f"(conversion within {horizon_days} days)"
+        write_funnel(funnel, workdir / "data")
+    settings = settings.model_copy(
+        update={
+            "snapshots": settings.snapshots.model_copy(
+                update={"observed_until": funnel.observed_until}
+            )
+        }
     )
-    for column in ("list", "snapshots", "share", "converted", "conversion rate"):
-        table.add_column(column, justify="right" if column != "list" else "left")
-    overall = frame[LABEL].mean()
-    for name, part in (
-        ("all", frame),
-        ("rule MQL", frame[frame[RULE_MQL]]),
-        ("not MQL", frame[~frame[RULE_MQL]]),
-    ):
-        rate = part[LABEL].mean() if len(part) else float("nan")
+    with progress_steps(total=TRAINING_STEPS, description="train") as advance:
+        run = run_training(
+            funnel.leads, funnel.events, settings, PointsRules.default(), on_step=advance
+        )
+    _print_training(run)
+    console.print(
+        f"data in {workdir / 'data'}/; MLflow store in {tracking_uri(settings.workdir)} "
+        "(see it with: .venv/bin/mlflow ui --backend-store-uri "
+        f"{tracking_uri(settings.workdir)})",
+        highlight=False,
+    )
+
+
+def model_vs_rules_table(metrics: dict[str, float]) -> Table:
+    """Model and rules side by side on the newest holdout, and at equal MQL volume."""
+    table = Table(title="Model vs rule-based points on the newest holdout")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column("rules", justify="right")
+    rows = [
+        ("ROC AUC", "roc_auc", "{:.3f}"),
+        ("PR AUC", "pr_auc", "{:.3f}"),
+        ("log loss", "log_loss", "{:.4f}"),
+        ("Brier", "brier", "{:.4f}"),
+        ("calibration error (ECE)", "ece", "{:.4f}"),
+        ("MQLs at own threshold", "mql_count", "{:,.0f}"),
+        ("MQL conversion rate", "mql_precision", "{:.1%}"),
+        ("MQL recall", "mql_recall", "{:.1%}"),
+    ]
+    for label, key, fmt in rows:
+        model, rules = metrics.get(f"model_{key}"), metrics.get(f"rules_{key}")
         table.add_row(
-            name,
-            f"{len(part):,}",
-            f"{len(part) / len(frame):.1%}",
-            f"{int(part[LABEL].sum()):,}",
-            f"{rate:.1%} ({rate / overall:.2f}x)" if overall else f"{rate:.1%}",
+            label,
+            "-" if model is None else fmt.format(model),
+            "-" if rules is None else fmt.format(rules),
+        )
+    equal = {
+        k.removeprefix("equal_volume_"): v
+        for k, v in metrics.items()
+        if k.startswith("equal_volume_")
+    }
+    if equal:
+        table.add_section()
+        table.add_row(
+            f"at the rules' volume ({equal.get('rules_count', float('nan')):,.0f} MQLs): conversion",
+            f"{equal.get('model_conversion_rate', float('nan')):.1%}",
+            f"{equal.get('rules_conversion_rate', float('nan')):.1%}",
+        )
+        table.add_row(
+            "model list / rules list conversion",
+            f"{equal.get('conversion_ratio', float('nan')):.2f}x",
+            "1.00x",
         )
     return table

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from features.config import DatasetConfig, FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
+from models.config import TrainConfig
 
 
 class LeadscoreConfig(BaseSettings):
@@ -23,7 +24,10 @@ class LeadscoreConfig(BaseSettings):
     dataset: DatasetConfig = DatasetConfig()
     features: FeatureConfig = FeatureConfig()
     snapshots: SnapshotConfig = SnapshotConfig()
+    train: TrainConfig = TrainConfig()
     rules_path: Path | None = None
+    # Where the embedded MLflow store (mlflow.db, mlartifacts/) lives.
+    workdir: Path = Path(".")
 
     @classmethod
     def settings_customise_sources(

@@ -42,6 +42,13 @@ def random_funnel(n_leads: int = 60, n_events: int = 1_500, seed: int = 0) -> Fu
             "company_size": rng.choice(SIZES, n_leads),
             "country": rng.choice(COUNTRIES, n_leads),
             "lead_source": rng.choice(SOURCES, n_leads),
+            # Several leads per company; some leads come without one.
+            "account_id": pd.array(
+                np.where(
+                    rng.random(n_leads) < 0.1, None, rng.integers(0, n_leads // 3 + 1, n_leads)
+                ),
+                dtype="Int64",
+            ),
             "converted": pd.array(np.where(outcome < 0, None, outcome), dtype="Int8"),
             "closed_at": pd.Series(closed).where(outcome >= 0),
         }

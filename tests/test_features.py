@@ -8,15 +8,35 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import build_features, build_features_at, feature_names
+from features.build import ACCOUNT_FEATURES, build_features, build_features_at, feature_names
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
-from features.fit import company_email_flag, seniority_from_title
+from features.fit import company_email_flag, job_function_from_title, seniority_from_title
 from features.pointintime import AS_OF
 from features.training import LABEL, label_snapshots, make_training_set, snapshot_spine
 from tests.conftest import START, random_funnel
 
 CONFIG = FeatureConfig()
+
+
+def naive_account_features(
+    lead: pd.Series, leads: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp
+) -> dict[str, float]:
+    """Account features by their definition: everyone at the lead's company, before as_of."""
+    if pd.isna(lead.account_id):
+        return dict.fromkeys(ACCOUNT_FEATURES, math.nan)
+    colleagues = leads[leads["account_id"] == lead.account_id]
+    seen = events[
+        events["lead_id"].isin(colleagues["lead_id"])
+        & (events["ts"] < as_of)
+        & ~events["event_type"].isin(CONFIG.outbound_event_types)
+    ]
+    ages = (as_of - seen["ts"]) / pd.Timedelta(days=1)
+    return {
+        "account_leads": float((colleagues["created_at"] < as_of).sum()),
+        "account_engagement_decayed": float((0.5 ** (ages / CONFIG.decay_half_life_days)).sum()),
+        "account_events_30d": float((ages < 30).sum()),
+    }
 
 
 def naive_features(
@@ -66,9 +86,11 @@ def test_vectorised_builder_equals_naive_loop_at_many_snapshots() -> None:
                 row.as_of,
                 CONFIG,
             )
+            | naive_account_features(leads.loc[row.lead_id], funnel.leads, funnel.events, row.as_of)
             for row in spine.itertuples()
         ]
     )
+    assert expected["account_leads"].isna().any() and (expected["account_leads"] > 1).any()
     pd.testing.assert_frame_equal(
         built[expected.columns].reset_index(drop=True),
         expected.astype("float64"),
@@ -200,36 +222,29 @@ def test_feature_config_naming_unknown_column_is_refused() -> None:
         build_features(funnel.leads, funnel.events, START + pd.Timedelta(days=50), config)
 
 
-def test_seniority_and_company_email_from_free_text() -> None:
-    titles = pd.Series(
-        [
-            "VP of Marketing",
-            "Chief Technology Officer",
-            "Student",
-            "IT Manager",
-            "Director, Sales Operations",
-            "Senior Software Engineer",
-            "Assistant to the CEO",
-            "Founder & CEO",
-            "Head of Growth",
-            None,
-            "Astronaut",
-        ]
-    )
-    levels = seniority_from_title(titles)
-    assert list(levels.astype(object)) == [
-        "vp",
-        "c_level",
-        "student",
-        "manager",
-        "director",
-        "individual",
-        "individual",
-        "c_level",
-        "director",
-        np.nan,
-        "other",
-    ]
+def test_seniority_function_and_company_email_from_free_text() -> None:
+    expected = {
+        "VP of Marketing": ("vp", "marketing"),
+        "Chief Technology Officer": ("c_level", "engineering"),
+        "Student": ("student", "other"),
+        "IT Manager": ("manager", "it"),
+        "Director, Sales Operations": ("director", "sales"),
+        "Senior Software Engineer": ("individual", "engineering"),
+        "Assistant to the CEO": ("individual", "general_management"),
+        "Founder & CEO": ("founder", "general_management"),
+        "Head of Growth": ("director", "marketing"),
+        "Data Engineer": ("individual", "data"),
+        "Network Engineer": ("individual", "it"),
+        "Freelance Consultant": ("consultant", "other"),
+        "chief people officer": ("c_level", "hr"),
+        "Astronaut": ("other", "other"),
+    }
+    titles = pd.Series([*expected, None])
+    seniority = list(seniority_from_title(titles).astype(object))
+    function = list(job_function_from_title(titles).astype(object))
+    assert seniority[:-1] == [s for s, _ in expected.values()]
+    assert function[:-1] == [f for _, f in expected.values()]
+    assert pd.isna(seniority[-1]) and pd.isna(function[-1])
     flags = company_email_flag(
         pd.Series(["x@Gmail.com", "y@acme.io", None, "no-at-sign"]), CONFIG.free_mail_domains
     )

@@ -42,10 +42,14 @@ def test_slices_are_ordered_in_time_disjoint_and_embargoed() -> None:
 
 
 def test_one_moment_never_straddles_two_slices() -> None:
-    times = pd.Series([START] * 500 + [START + pd.Timedelta(days=d) for d in range(1, 500)])
+    # A mass of snapshots at one moment right where the train/validation cut falls.
+    days = [*range(0, 300), *([400] * 300), *range(401, 801)]
+    times = pd.Series([START + pd.Timedelta(days=d) for d in days])
     split = split_by_time(times, horizon_days=1, config=SplitConfig(embargo=False))
-    holders = [s for s in SLICES if (times.iloc[split.rows[s]] == START).any()]
-    assert holders == ["train"]
+    moment = START + pd.Timedelta(days=400)
+    holders = [s for s in SLICES if (times.iloc[split.rows[s]] == moment).any()]
+    assert len(holders) == 1
+    assert (times.iloc[split.rows[holders[0]]] == moment).sum() == 300
 
 
 def test_too_short_a_history_names_the_empty_slice() -> None:

@@ -1,0 +1,100 @@
+"""The MLflow pyfunc bundle: a saved `LeadScorer` behind MLflow's model interface.
+
+`predict` takes one row per lead: its attribute columns, an optional `as_of` (ISO time, default
+now) and an optional `events` cell holding a JSON list of {"ts", "event_type"} objects. It calls
+the same `LeadScorer.score` as batch scoring and the API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel
+
+from features.contract import DataContractError
+from features.pointintime import AS_OF
+from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
+from models.scorer import LeadScorer
+
+EVENTS_COLUMN = "events"
+SCORER_ARTIFACT = "scorer"
+
+
+def requests_to_frames(
+    rows: pd.DataFrame, event_types: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leads (with `as_of` where given) and their events, from one-row-per-lead input."""
+    if LEAD_ID not in rows.columns or CREATED_AT not in rows.columns:
+        raise DataContractError(f"each lead needs '{LEAD_ID}' and '{CREATED_AT}'")
+    leads = rows.drop(columns=[EVENTS_COLUMN], errors="ignore").reset_index(drop=True)
+    leads[CREATED_AT] = pd.to_datetime(leads[CREATED_AT], utc=True, format="ISO8601")
+    if AS_OF in leads.columns:
+        leads[AS_OF] = pd.to_datetime(leads[AS_OF], utc=True, format="ISO8601")
+    lead_ids: list[Any] = []
+    times: list[Any] = []
+    kinds: list[str] = []
+    if EVENTS_COLUMN in rows.columns:
+        for lead_id, cell in zip(leads[LEAD_ID], rows[EVENTS_COLUMN], strict=True):
+            if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+                continue
+            items = json.loads(cell) if isinstance(cell, str) else cell
+            for item in items:
+                lead_ids.append(lead_id)
+                times.append(item["ts"])
+                kinds.append(item["event_type"])
+    events = pd.DataFrame(
+        {
+            LEAD_ID: pd.Series(lead_ids, dtype=leads[LEAD_ID].dtype),
+            TS: pd.to_datetime(pd.Series(times, dtype="str"), utc=True, format="ISO8601"),
+            EVENT_TYPE: pd.Categorical(kinds, categories=event_types),
+        }
+    )
+    return leads, events
+
+
+class LeadScoreModel(PythonModel):
+    """MLflow's view of a `LeadScorer`: loads the saved folder, scores request rows."""
+
+    scorer: LeadScorer
+
+    def load_context(self, context: Any) -> None:
+        self.scorer = LeadScorer.load(Path(context.artifacts[SCORER_ARTIFACT]))
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        leads, events = requests_to_frames(model_input, list(self.scorer.features.event_types))
+        scored = self.scorer.score(leads, events)
+        scored[AS_OF] = scored[AS_OF].dt.strftime("%Y-%m-%dT%H:%M:%S%z")
+        scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]
+        return scored
+
+
+def request_example(
+    leads: pd.DataFrame, events: pd.DataFrame, lead_columns: list[str], n: int = 2
+) -> pd.DataFrame:
+    """A few leads in the pyfunc input form, for the signature and the input example."""
+    sample = leads[lead_columns].head(n).copy()
+    sample[CREATED_AT] = sample[CREATED_AT].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    as_of = leads[CREATED_AT].head(n) + pd.Timedelta(days=30)
+    sample[AS_OF] = as_of.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
+    cells = []
+    for lead_id, moment in zip(sample[LEAD_ID], as_of, strict=True):
+        mine = events[(events[LEAD_ID] == lead_id) & (events[TS] < moment)].tail(30)
+        cells.append(
+            json.dumps(
+                [
+                    {"ts": f"{ts:%Y-%m-%dT%H:%M:%SZ}", "event_type": str(kind)}
+                    for ts, kind in zip(mine[TS], mine[EVENT_TYPE], strict=True)
+                ]
+            )
+        )
+    sample[EVENTS_COLUMN] = cells
+    for column in sample.columns:
+        if isinstance(sample[column].dtype, pd.CategoricalDtype):
+            sample[column] = sample[column].astype("str")
+    return sample.reset_index(drop=True)

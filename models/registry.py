@@ -1,0 +1,269 @@
+"""MLflow tracking and registry: log a training run, register the bundle, champion/challenger.
+
+Embedded default: a SQLite store `mlflow.db` and an artifact folder `mlartifacts/` in the working
+directory, created on first use. `MLFLOW_TRACKING_URI` points it at a team's server instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from sklearn.metrics import log_loss, roc_auc_score
+
+from features.contract import DataContractError
+from features.pointintime import AS_OF
+from features.training import LABEL
+from features.vocabulary import LEAD_ID
+from models.bundle import SCORER_ARTIFACT, LeadScoreModel, request_example, requests_to_frames
+from models.config import TrainConfig
+from models.evaluate import Scores, write_artifacts
+from models.scorer import LeadScorer, lead_columns_needed
+from models.split import SLICES
+from models.train import TrainingResult
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TRACKING_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+_RUNTIME_PACKAGES = (
+    *("mlflow", "lightgbm", "scikit-learn", "scipy", "pandas", "numpy", "pyarrow"),
+    *("pydantic", "pyyaml"),
+)
+
+
+def tracking_uri(workdir: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the embedded SQLite store in `workdir`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / TRACKING_DB).resolve()}"
+
+
+def use_tracking(workdir: Path) -> str:
+    uri = tracking_uri(workdir)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def _experiment_id(name: str, workdir: Path) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):
+        location = (workdir / ARTIFACTS_DIR).resolve().as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def data_fingerprint(*frames: pd.DataFrame) -> str:
+    """SHA-256 over every row of the inputs, order included: same data, same fingerprint."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        digest.update("|".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Registration:
+    run_id: str
+    version: str
+    alias: str
+    reason: str
+    champion_metrics: dict[str, float] | None
+
+
+def _versions_pinned() -> list[str]:
+    pins = []
+    for package in _RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def _holdout_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+    return {
+        "roc_auc": float(roc_auc_score(labels, probability)),
+        "log_loss": float(log_loss(labels, probability, labels=[0, 1])),
+    }
+
+
+def current_champion(name: str) -> tuple[str, LeadScorer] | None:
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return str(version.version), load_scorer(f"models:/{name}@{CHAMPION}")
+
+
+def load_scorer(model_uri: str) -> LeadScorer:
+    """The `LeadScorer` inside a registered (or logged) pyfunc bundle."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    scorer: LeadScorer = model.unwrap_python_model().scorer
+    if model_uri.startswith("models:/"):
+        name, _, ref = model_uri.removeprefix("models:/").partition("@")
+        if ref:
+            scorer.model_version = str(MlflowClient().get_model_version_by_alias(name, ref).version)
+        else:
+            scorer.model_version = model_uri.rsplit("/", 1)[-1]
+    return scorer
+
+
+def decide_alias(
+    result: TrainingResult,
+    leads: pd.DataFrame,
+    events: pd.DataFrame,
+    champion: tuple[str, LeadScorer] | None,
+    tolerance: float,
+) -> tuple[str, str, dict[str, float] | None]:
+    """`champion` unless the current champion does better on this run's newest holdout."""
+    if champion is None:
+        return CHAMPION, "first model under this name", None
+    version, scorer = champion
+    test = result.test
+    labels = test[LABEL].to_numpy()
+    new = _holdout_metrics(labels, test["probability"].to_numpy())
+    try:
+        scored = scorer.score_snapshots(test[[LEAD_ID, AS_OF]], leads, events, with_reasons=False)
+    except Exception as exc:  # a champion built for other data cannot be compared
+        logger.warning("champion v%s cannot score this holdout: %s", version, exc)
+        return CHALLENGER, f"champion v{version} cannot score this data; promote by hand", None
+    old = _holdout_metrics(labels, scored["probability"].to_numpy())
+    not_worse = (
+        new["roc_auc"] >= old["roc_auc"] - tolerance
+        and new["log_loss"] <= old["log_loss"] + tolerance
+    )
+    comparison = (
+        f"AUC {new['roc_auc']:.4f} vs {old['roc_auc']:.4f}, "
+        f"log loss {new['log_loss']:.4f} vs {old['log_loss']:.4f} for champion v{version}"
+    )
+    return (CHAMPION if not_worse else CHALLENGER), comparison, old
+
+
+def log_and_register(
+    result: TrainingResult,
+    leads: pd.DataFrame,
+    events: pd.DataFrame,
+    *,
+    config: TrainConfig,
+    run_config: dict[str, Any],
+    workdir: Path,
+) -> Registration:
+    """One MLflow run: config, data fingerprint, metrics, artifacts, the registered bundle.
+
+    The alias moves last, after everything else succeeded: a failed or interrupted run leaves
+    `champion` where it was.
+    """
+    use_tracking(workdir)
+    experiment = _experiment_id(config.experiment, workdir)
+    champion = current_champion(config.model_name)
+    scorer = result.scorer
+    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        fingerprint = data_fingerprint(leads, events)
+        dataset = from_pandas(
+            result.training_set[[LEAD_ID, AS_OF, LABEL]],
+            name="training_snapshots",
+            targets=LABEL,
+            digest=fingerprint[:16],
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.set_tags({"data_fingerprint": fingerprint, "model_name": config.model_name})
+        mlflow.log_dict(run_config, "config.json")
+        mlflow.log_params(
+            {
+                "horizon_days": scorer.horizon_days,
+                "calibration": scorer.calibrator.method,
+                "policy": scorer.policy.method,
+                "threshold": round(scorer.policy.threshold, 6),
+                "best_iteration": result.best_iteration,
+                **{f"lgbm_{k}": v for k, v in config.lightgbm.model_dump().items()},
+                **{f"n_{name}": len(result.split.rows[name]) for name in SLICES},
+                **{f"start_{name}": f"{result.split.starts[name]:%Y-%m-%d}" for name in SLICES},
+            }
+        )
+        metrics = dict(result.evaluation.metrics)
+        metrics.update(
+            {f"calibration_log_loss_{k}": v for k, v in result.calibration_losses.items()}
+        )
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        test = result.test
+        write_artifacts(
+            result.evaluation,
+            test[LABEL].to_numpy(),
+            Scores("model", test["probability"].to_numpy(), test["mql"].to_numpy()),
+            Scores("rules", test["rule_probability"].to_numpy(), test["rule_mql"].to_numpy()),
+            folder / "evaluation",
+        )
+        mlflow.log_artifacts(str(folder / "evaluation"), "evaluation")
+
+        scorer.metadata["run_id"] = run.info.run_id
+        scorer.metadata["test_metrics"] = {
+            k: v for k, v in metrics.items() if k.startswith("model_") and np.isfinite(v)
+        }
+        scorer.save(folder / SCORER_ARTIFACT)
+        example = request_example(leads, events, lead_columns_needed(scorer))
+        output = LeadScorer.load(folder / SCORER_ARTIFACT).score(
+            *requests_to_frames(example, list(scorer.features.event_types))
+        )
+        output["reasons"] = output["reasons"].map(str)
+        output[AS_OF] = output[AS_OF].astype("str")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=LeadScoreModel(),
+            artifacts={SCORER_ARTIFACT: str(folder / SCORER_ARTIFACT)},
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=_versions_pinned(),
+            registered_model_name=config.model_name,
+        )
+        version = str(info.registered_model_version)
+        alias, reason, champion_metrics = decide_alias(
+            result, leads, events, champion, config.promotion_tolerance
+        )
+        mlflow.set_tags({"alias_decision": f"{alias}: {reason}", "model_version": version})
+    client = MlflowClient()
+    client.set_model_version_tag(config.model_name, version, "decision", f"{alias}: {reason}")
+    client.set_registered_model_alias(config.model_name, alias, version)
+    return Registration(
+        run_id=run.info.run_id,
+        version=version,
+        alias=alias,
+        reason=reason,
+        champion_metrics=champion_metrics,
+    )
+
+
+def promote(name: str, version: str, workdir: Path) -> str:
+    """Move `champion` to `version` by hand; the previous champion becomes `challenger`."""
+    use_tracking(workdir)
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise DataContractError(f"model '{name}' has no version {version}") from exc
+    previous = None
+    with contextlib.suppress(MlflowException):
+        previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    if previous and previous != version:
+        client.set_registered_model_alias(name, CHALLENGER, previous)
+    return previous or ""

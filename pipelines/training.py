@@ -1,0 +1,54 @@
+"""Train, evaluate, log and register: the steps of `leadscore train`, wired together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from models.points import PointsRules
+from models.registry import Registration, log_and_register
+from models.train import TrainingResult, train_lead_scorer
+from pipelines.config import LeadscoreConfig
+
+logger = logging.getLogger(__name__)
+
+TRAINING_STEPS = 6  # snapshots, fit, calibrate, evaluate, log + register, alias
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    result: TrainingResult
+    registration: Registration
+
+
+def run_training(
+    leads: pd.DataFrame,
+    events: pd.DataFrame,
+    config: LeadscoreConfig,
+    rules: PointsRules,
+    on_step: Callable[[str], None] | None = None,
+) -> TrainingRun:
+    """All is checked and trained before MLflow sees anything: bad input registers nothing."""
+    result = train_lead_scorer(
+        leads,
+        events,
+        features=config.features,
+        snapshots=config.snapshots,
+        rules=rules,
+        config=config.train,
+        on_step=on_step,
+    )
+    registration = log_and_register(
+        result,
+        leads,
+        events,
+        config=config.train,
+        run_config=config.model_dump(mode="json"),
+        workdir=config.workdir,
+    )
+    if on_step is not None:
+        on_step(f"registered v{registration.version} as {registration.alias}")
+    return TrainingRun(result=result, registration=registration)
