@@ -104,8 +104,10 @@ class FeatureConfig(_Frozen):
     numeric_columns: list[str] = []
     title_column: str | None = "job_title"
     email_column: str | None = "email"
-    # Leads of one company share it: their engagement becomes account-level features.
-    account_column: str | None = "account_id"
+    # Leads of one company share it: their engagement becomes account-level features. Off by
+    # default: the features need every lead of the account in the input, which a single-lead
+    # API request does not have.
+    account_column: str | None = None
     free_mail_domains: list[str] = list(FREE_MAIL_DOMAINS)
     # Fixed category levels (e.g. those seen in training); learned from the data when absent.
     category_levels: dict[str, list[str]] | None = None

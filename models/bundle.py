@@ -75,16 +75,23 @@ class LeadScoreModel(PythonModel):
 
 
 def request_example(
-    leads: pd.DataFrame, events: pd.DataFrame, lead_columns: list[str], n: int = 2
+    leads: pd.DataFrame,
+    events: pd.DataFrame,
+    lead_columns: list[str],
+    n: int = 2,
+    max_events: int | None = 30,
 ) -> pd.DataFrame:
-    """A few leads in the pyfunc input form, for the signature and the input example."""
+    """The first `n` leads in the pyfunc input form, scored 30 days after creation, with their
+    latest `max_events` events before then (all when None), as an app would send them."""
     sample = leads[lead_columns].head(n).copy()
     sample[CREATED_AT] = sample[CREATED_AT].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     as_of = leads[CREATED_AT].head(n) + pd.Timedelta(days=30)
     sample[AS_OF] = as_of.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
     cells = []
     for lead_id, moment in zip(sample[LEAD_ID], as_of, strict=True):
-        mine = events[(events[LEAD_ID] == lead_id) & (events[TS] < moment)].tail(30)
+        mine = events[(events[LEAD_ID] == lead_id) & (events[TS] < moment)].sort_values(TS)
+        if max_events is not None:
+            mine = mine.tail(max_events)
         cells.append(
             json.dumps(
                 [
@@ -95,6 +102,9 @@ def request_example(
         )
     sample[EVENTS_COLUMN] = cells
     for column in sample.columns:
-        if isinstance(sample[column].dtype, pd.CategoricalDtype):
+        # Ids travel as text (CRM ids are), categories as their labels.
+        if isinstance(sample[column].dtype, pd.CategoricalDtype) or pd.api.types.is_integer_dtype(
+            sample[column]
+        ):
             sample[column] = sample[column].astype("str")
     return sample.reset_index(drop=True)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -23,13 +24,14 @@ from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 from sklearn.metrics import log_loss, roc_auc_score
 
 from features.contract import DataContractError
 from features.pointintime import AS_OF
 from features.training import LABEL
 from features.vocabulary import LEAD_ID
-from models.bundle import SCORER_ARTIFACT, LeadScoreModel, request_example, requests_to_frames
+from models.bundle import SCORER_ARTIFACT, request_example, requests_to_frames
 from models.config import TrainConfig
 from models.evaluate import Scores, write_artifacts
 from models.scorer import LeadScorer, lead_columns_needed
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TRACKING_DB = "mlflow.db"
+# Logged as a model from code; never imported here (importing it registers the model object).
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 ARTIFACTS_DIR = "mlartifacts"
 _RUNTIME_PACKAGES = (
     *("mlflow", "lightgbm", "scikit-learn", "scipy", "pandas", "numpy", "pyarrow"),
@@ -54,9 +58,18 @@ def tracking_uri(workdir: Path) -> str:
 
 
 def use_tracking(workdir: Path) -> str:
+    """Point MLflow at the store for `workdir`, leaving the user's environment as it was."""
     uri = tracking_uri(workdir)
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, which would
+    # make our own choice look like the user's on the next call; MLflow reads its global first.
+    before = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return uri
 
 
@@ -226,15 +239,10 @@ def log_and_register(
         )
         output["reasons"] = output["reasons"].map(str)
         output[AS_OF] = output[AS_OF].astype("str")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=LeadScoreModel(),
-            artifacts={SCORER_ARTIFACT: str(folder / SCORER_ARTIFACT)},
-            signature=infer_signature(example, output),
-            input_example=example,
-            pip_requirements=_versions_pinned(),
-            registered_model_name=config.model_name,
-        )
+        with warnings.catch_warnings():
+            # Ids are integers by design; MLflow's hint about missing integers does not apply.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            info = _log_bundle(folder / SCORER_ARTIFACT, example, output, config.model_name)
         version = str(info.registered_model_version)
         alias, reason, champion_metrics = decide_alias(
             result, leads, events, champion, config.promotion_tolerance
@@ -250,6 +258,22 @@ def log_and_register(
         reason=reason,
         champion_metrics=champion_metrics,
     )
+
+
+def _log_bundle(
+    scorer_folder: Path, example: pd.DataFrame, output: pd.DataFrame, name: str
+) -> ModelInfo:
+    """Log the pyfunc bundle (model from code, the scorer as an artifact) and register it."""
+    info: ModelInfo = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_ENTRY),
+        artifacts={SCORER_ARTIFACT: str(scorer_folder)},
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=_versions_pinned(),
+        registered_model_name=name,
+    )
+    return info
 
 
 def promote(name: str, version: str, workdir: Path) -> str:

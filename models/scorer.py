@@ -172,7 +172,11 @@ def lead_columns_needed(scorer: LeadScorer) -> list[str]:
     return [
         LEAD_ID,
         CREATED_AT,
-        *(c for c in (config.title_column, config.email_column) if c is not None),
+        *(
+            c
+            for c in (config.title_column, config.email_column, config.account_column)
+            if c is not None
+        ),
         *config.categorical_columns,
         *config.numeric_columns,
     ]

@@ -408,8 +408,9 @@ def model_vs_rules_table(metrics: dict[str, float]) -> Table:
     }
     if equal:
         table.add_section()
+        volume = equal.get("rules_count", float("nan"))
         table.add_row(
-            f"at the rules' volume ({equal.get('rules_count', float('nan')):,.0f} MQLs): conversion",
+            f"conversion at the rules' volume ({volume:,.0f} MQLs)",
             f"{equal.get('model_conversion_rate', float('nan')):.1%}",
             f"{equal.get('rules_conversion_rate', float('nan')):.1%}",
         )

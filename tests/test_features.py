@@ -16,7 +16,7 @@ from features.pointintime import AS_OF
 from features.training import LABEL, label_snapshots, make_training_set, snapshot_spine
 from tests.conftest import START, random_funnel
 
-CONFIG = FeatureConfig()
+CONFIG = FeatureConfig(account_column="account_id")
 
 
 def naive_account_features(
