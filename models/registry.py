@@ -25,6 +25,7 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
+from pandas.errors import Pandas4Warning
 from sklearn.metrics import log_loss, roc_auc_score
 
 from features.contract import DataContractError
@@ -189,7 +190,18 @@ def log_and_register(
     experiment = _experiment_id(config.experiment, workdir)
     champion = current_champion(config.model_name)
     scorer = result.scorer
-    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
+    with (
+        mlflow.start_run(experiment_id=experiment) as run,
+        tempfile.TemporaryDirectory() as tmp,
+        warnings.catch_warnings(),
+    ):
+        # MLflow's schema inference warns about integer ids and pandas 3 deprecations inside
+        # MLflow itself; neither is something a user of this command can act on.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        warnings.filterwarnings("ignore", category=Pandas4Warning, module=r"mlflow\.")
+        warnings.filterwarnings(
+            "ignore", message="Series.values returning", category=Pandas4Warning
+        )
         folder = Path(tmp)
         fingerprint = data_fingerprint(leads, events)
         dataset = from_pandas(
@@ -239,10 +251,7 @@ def log_and_register(
         )
         output["reasons"] = output["reasons"].map(str)
         output[AS_OF] = output[AS_OF].astype("str")
-        with warnings.catch_warnings():
-            # Ids are integers by design; MLflow's hint about missing integers does not apply.
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-            info = _log_bundle(folder / SCORER_ARTIFACT, example, output, config.model_name)
+        info = _log_bundle(folder / SCORER_ARTIFACT, example, output, config.model_name)
         version = str(info.registered_model_version)
         alias, reason, champion_metrics = decide_alias(
             result, leads, events, champion, config.promotion_tolerance

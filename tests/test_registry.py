@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -217,3 +223,57 @@ def test_tracking_uri_environment_variable_wins(
     use_tracking(tmp_path)
     assert tracking_uri(workdir) == f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
     use_tracking(workdir)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_like_the_scorer(
+    first: TrainingRun, workdir: Path, funnel: SimulatedFunnel
+) -> None:
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri(workdir),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "mlflow models serve did not start"
+            time.sleep(0.5)
+        rows = request_example(
+            funnel.leads, funnel.events, lead_columns_needed(first.result.scorer), n=5
+        )
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": json.loads(rows.to_json(orient="split", index=False))},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text[:2000]
+        served = pd.DataFrame(response.json()["predictions"])
+        expected = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(rows)
+        np.testing.assert_allclose(served["probability"], expected["probability"], rtol=1e-9)
+        assert served["tier"].tolist() == expected["tier"].tolist()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
