@@ -235,7 +235,9 @@ class FastLeadScorer:
             contributions = scorer.booster.predict(row, pred_contrib=True, num_threads=1)[0]
             found = scorer.reason_writer.reasons(contributions, shown)
             reasons = {side: [r.as_dict() for r in items] for side, items in found.items()}
+        monitored = scorer.metadata.get("monitored_features", [])
         return {
+            "features": {name: float(row[0, self.position[name]]) for name in monitored},
             "lead_id": lead["lead_id"],
             "as_of": as_of,
             "probability": probability,

@@ -94,12 +94,14 @@ class LeadScorer:
         events: pd.DataFrame,
         *,
         with_reasons: bool = True,
+        with_monitored: bool = False,
     ) -> pd.DataFrame:
-        """Scores for each (lead_id, as_of) of `spine`, in spine order (columns SCORE_COLUMNS)."""
+        """Scores for each (lead_id, as_of) of `spine`, in spine order (columns SCORE_COLUMNS;
+        with `with_monitored`, also `features`: the monitored feature values, for the log)."""
         features = self.feature_frame(spine, leads, events)
         probability = self.probabilities(features)
         rules = self.rules.score(spine, leads, events, self.features)
-        return pd.DataFrame(
+        scored = pd.DataFrame(
             {
                 LEAD_ID: features[LEAD_ID].to_numpy(),
                 AS_OF: features[AS_OF].array,
@@ -113,6 +115,12 @@ class LeadScorer:
                 "model_version": self.model_version,
             }
         )
+        if with_monitored:
+            monitored = list(self.metadata.get("monitored_features", []))
+            scored["features"] = pd.Series(
+                features[monitored].to_dict("records"), index=scored.index, dtype=object
+            )
+        return scored
 
     def score(
         self,
@@ -121,6 +129,7 @@ class LeadScorer:
         as_of: pd.Timestamp | None = None,
         *,
         with_reasons: bool = True,
+        with_monitored: bool = False,
     ) -> pd.DataFrame:
         """Score every lead at `as_of` (default: now), or at its own `as_of` column if present."""
         if AS_OF in leads.columns:
@@ -132,8 +141,13 @@ class LeadScorer:
             {LEAD_ID: leads[LEAD_ID].to_numpy(), AS_OF: moments.dt.tz_convert("UTC").array}
         )
         spine[AS_OF] = spine[AS_OF].dt.as_unit("ns")
-        return self.score_snapshots(spine, leads.drop(columns=[AS_OF], errors="ignore"), events,
-                                    with_reasons=with_reasons)  # fmt: skip
+        return self.score_snapshots(
+            spine,
+            leads.drop(columns=[AS_OF], errors="ignore"),
+            events,
+            with_reasons=with_reasons,
+            with_monitored=with_monitored,
+        )
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from features.vocabulary import LEAD_ID
 from models.calibration import BoosterClassifier, choose_calibrator
 from models.config import LightGBMConfig, TrainConfig
 from models.evaluate import Evaluation, Scores, evaluate
+from models.monitoring import reference_distribution
 from models.points import RULE_MQL, RULE_SCORE, PointsRules
 from models.policy import fit_policy
 from models.scorer import LeadScorer
@@ -98,6 +99,20 @@ def _lightgbm_params(config: LightGBMConfig, names: list[str], monotone: bool) -
             for name in names
         ]
     return params
+
+
+def _monitored_features(
+    booster: lgb.Booster, names: list[str], matrix: pd.DataFrame, count: int = 8
+) -> list[str]:
+    """The numeric features the model leans on most (by gain): the ones worth watching."""
+    gain = booster.feature_importance(importance_type="gain")
+    numeric = [
+        i
+        for i, name in enumerate(names)
+        if not isinstance(matrix[name].dtype, pd.CategoricalDtype) and gain[i] > 0
+    ]
+    ranked = sorted(numeric, key=lambda i: -gain[i])
+    return [names[i] for i in ranked[:count]]
 
 
 def fix_category_levels(frame: pd.DataFrame, config: FeatureConfig) -> FeatureConfig:
@@ -190,6 +205,16 @@ def train_lead_scorer(
         num_threads=config.lightgbm.num_threads,
     )
     test_probability = scorer.probabilities(matrix.iloc[test])
+    monitored = _monitored_features(booster, names, matrix)
+    scorer.metadata["monitored_features"] = monitored
+    # What the newest holdout looked like, for drift (PSI) against what is scored later.
+    scorer.metadata["reference"] = {
+        "probability": reference_distribution(test_probability),
+        "features": {
+            name: reference_distribution(matrix[name].iloc[test].to_numpy(dtype=np.float64))
+            for name in monitored
+        },
+    }
     rule_score = rule_scores[RULE_SCORE].to_numpy()[test]
     test_frame = pd.DataFrame(
         {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +14,9 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import pandas as pd
 import typer
+import uvicorn
 from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -34,6 +38,7 @@ from models.registry import load_scorer, tracking_uri, use_tracking
 from models.registry import promote as promote_version
 from pipelines.config import LeadscoreConfig, load_config
 from pipelines.training import TRAINING_STEPS, TrainingRun, run_training
+from serve.settings import ServeSettings
 
 app = typer.Typer(
     help="Predictive lead scoring: point-in-time features and rule-based points.",
@@ -341,6 +346,43 @@ def promote(
     console.print(
         f"{settings.train.model_name} v{version} is champion"
         + (f" (was v{previous}, now challenger)" if previous and previous != version else "")
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Default 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default 8000.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Default 1.")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Where the embedded MLflow store is.")
+    ] = None,
+) -> None:
+    """Serve /predict from the registered champion (settings: LEADSCORE_SERVE_* variables)."""
+    overrides = {"host": host, "port": port, "workers": workers, "workdir": workdir}
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"LEADSCORE_SERVE_{name.upper()}"] = str(value)
+    try:
+        settings = ServeSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        error_console.print(
+            f"[bold red]error:[/] LEADSCORE_SERVE_{'_'.join(map(str, first['loc'])).upper()}: "
+            f"{first['msg']}",
+            highlight=False,
+        )
+        raise typer.Exit(code=2) from None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several worker processes share their metrics through files in one folder.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="leadscore-metrics-")
+    uvicorn.run(
+        "serve.app:app_factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="info",
     )
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from features.simulator import SimulatedFunnel, SimulatorConfig, simulate_funnel
 from features.vocabulary import EVENT_TYPES
+from models.points import PointsRules
+from pipelines.config import LeadscoreConfig
+from pipelines.training import TrainingRun, run_training
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 TITLES = ["VP Marketing", "Student", "Software Engineer", "CEO", "Head of IT", None, "IT Manager"]
@@ -71,3 +76,20 @@ def random_funnel(n_leads: int = 60, n_events: int = 1_500, seed: int = 0) -> Fu
 @pytest.fixture
 def funnel_factory() -> Callable[..., Funnel]:
     return random_funnel
+
+
+def train_into_store(
+    workdir: Path, n_leads: int = 8_000, seed: int = 21, **train: object
+) -> tuple[SimulatedFunnel, TrainingRun]:
+    """Simulate, train and register one model in the MLflow store under `workdir`."""
+    funnel = simulate_funnel(SimulatorConfig(n_leads=n_leads, seed=seed))
+    base = LeadscoreConfig(workdir=workdir)
+    config = base.model_copy(
+        update={
+            "snapshots": base.snapshots.model_copy(
+                update={"observed_until": funnel.observed_until}
+            ),
+            "train": base.train.model_copy(update=train),
+        }
+    )
+    return funnel, run_training(funnel.leads, funnel.events, config, PointsRules.default())

@@ -1,0 +1,136 @@
+"""Request and response bodies of the API; they generate the OpenAPI docs, with examples."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+LeadId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+AttributeValue = str | float | int | bool | None
+
+EXAMPLE_LEAD: dict[str, Any] = {
+    "lead_id": "00Q5g00000AbCdE",
+    "created_at": "2025-03-01T09:30:00Z",
+    "job_title": "VP of Marketing",
+    "email": "jane.doe@northwind-logistics.com",
+    "industry": "logistics",
+    "company_size": "201-1000",
+    "country": "United States",
+    "lead_source": "webinar",
+    "events": [
+        {"ts": "2025-03-02T10:00:00Z", "event_type": "email_open"},
+        {"ts": "2025-03-04T16:20:00Z", "event_type": "pricing_page_view"},
+        {"ts": "2025-03-05T08:05:00Z", "event_type": "demo_request"},
+    ],
+}
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    ts: AwareDatetime
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class LeadIn(BaseModel):
+    """A lead as the app knows it: its attributes (any extra field is an attribute too) and
+    its recent events. Unknown categories and missing optional fields are scored, not refused."""
+
+    model_config = ConfigDict(
+        extra="allow", frozen=True, json_schema_extra={"examples": [EXAMPLE_LEAD]}
+    )
+
+    lead_id: LeadId
+    created_at: AwareDatetime
+    as_of: AwareDatetime | None = Field(None, description="Score time; default now.")
+    job_title: str | None = None
+    email: str | None = Field(None, description="Only its domain type is used; never stored.")
+    industry: str | None = None
+    company_size: str | None = None
+    country: str | None = None
+    lead_source: str | None = None
+    events: list[EventIn] = []
+
+    def attributes(self) -> dict[str, Any]:
+        """Declared and extra attributes, without events and times."""
+        values = self.model_dump(exclude={"events", "as_of"})
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, str | float | int | bool) and value is not None:
+                raise ValueError(f"attribute '{key}' must be text, a number, true/false or null")
+        return values
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    leads: list[LeadIn] = Field(..., min_length=1)
+
+
+class Reason(BaseModel):
+    feature: str
+    phrase: str
+    contribution: float = Field(description="Raw log-odds contribution; positive is for.")
+
+
+class Reasons(BaseModel):
+    for_: list[Reason] = Field(alias="for")
+    against: list[Reason]
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class LeadScore(BaseModel):
+    lead_id: str
+    as_of: AwareDatetime
+    probability: float = Field(
+        description="Calibrated probability of converting within the horizon."
+    )
+    mql: bool
+    tier: Literal["A", "B", "C", "D"]
+    threshold: float
+    rule_score: float
+    rule_mql: bool
+    reasons: Reasons
+    model_version: str
+
+
+class PredictResponse(BaseModel):
+    predictions: list[LeadScore]
+
+
+class OutcomeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lead_id: LeadId
+    outcome: Literal["won", "lost"]
+    closed_at: AwareDatetime
+
+
+class OutcomesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcomes: list[OutcomeIn] = Field(..., min_length=1, max_length=10_000)
+
+
+class OutcomesOut(BaseModel):
+    recorded: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    loaded_at: AwareDatetime
+    horizon_days: int
+    threshold: float
+    policy: str
+    tiers: dict[str, float]
+    metrics: dict[str, float]
+    features: list[str]
+    lead_fields: list[str]
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None

@@ -1,0 +1,39 @@
+"""Settings of the API service: environment variables LEADSCORE_SERVE_*, passed in explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADSCORE_SERVE_", extra="forbid", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    model_name: str = "leadscore"
+    alias: str = "champion"
+    # The embedded MLflow store lives here unless MLFLOW_TRACKING_URI says otherwise.
+    workdir: Path = Path(".")
+    # How often to look for a new champion; 0 checks only on POST /admin/reload.
+    reload_interval_seconds: float = Field(30.0, ge=0)
+    api_key: SecretStr | None = None
+    admin_key: SecretStr | None = None
+    max_batch: int = Field(1_000, ge=1)
+    max_events_per_lead: int = Field(5_000, ge=0)
+    max_body_bytes: int = Field(10 * 2**20, ge=1_024)
+    # Batches at least this big take the vectorised batch path; smaller ones go lead by lead.
+    batch_path_from: int = Field(32, ge=1)
+    prediction_log_url: str = "sqlite:///predictions.db"
+    predict_threads: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> ServeSettings:
+        if self.environment == "production" and (self.api_key is None or self.admin_key is None):
+            raise ValueError("production needs LEADSCORE_SERVE_API_KEY and _ADMIN_KEY")
+        return self

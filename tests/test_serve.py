@@ -1,0 +1,277 @@
+"""The API with FastAPI's TestClient: contract, errors, parity with batch scoring, hot swap."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from features.simulator import SimulatedFunnel
+from models.registry import CHAMPION, use_tracking
+from pipelines.training import TrainingRun
+from serve.app import create_app
+from serve.settings import ServeSettings
+from tests.conftest import train_into_store
+
+NAME = "leadscore"
+
+
+@pytest.fixture(scope="module")
+def store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, SimulatedFunnel, TrainingRun]]:
+    workdir = tmp_path_factory.mktemp("serve_store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        funnel, run = train_into_store(workdir, n_leads=8_000, seed=41)
+        yield workdir, funnel, run
+
+
+def settings(workdir: Path, **overrides: object) -> ServeSettings:
+    values: dict[str, object] = {
+        "workdir": workdir,
+        "reload_interval_seconds": 0,
+        "prediction_log_url": f"sqlite:///{workdir / 'predictions.db'}",
+    }
+    values.update(overrides)
+    return ServeSettings(**values)  # type: ignore[arg-type]
+
+
+def lead_payload(
+    funnel: SimulatedFunnel, position: int, days_after: float = 30
+) -> dict[str, object]:
+    lead = funnel.leads.iloc[position]
+    as_of = lead["created_at"] + pd.Timedelta(days=days_after)
+    mine = funnel.events[
+        (funnel.events["lead_id"] == lead["lead_id"]) & (funnel.events["ts"] < as_of)
+    ]
+    return {
+        "lead_id": str(lead["lead_id"]),
+        "created_at": lead["created_at"].isoformat(),
+        "as_of": as_of.isoformat(),
+        "job_title": lead["job_title"],
+        "email": lead["email"],
+        "industry": str(lead["industry"]),
+        "company_size": str(lead["company_size"]),
+        "country": str(lead["country"]),
+        "lead_source": str(lead["lead_source"]),
+        "events": [
+            {"ts": ts.isoformat(), "event_type": str(kind)}
+            for ts, kind in zip(mine["ts"], mine["event_type"], strict=True)
+        ],
+    }
+
+
+@pytest.fixture
+def client(store: tuple[Path, SimulatedFunnel, TrainingRun]) -> Iterator[TestClient]:
+    workdir, _, _ = store
+    with TestClient(create_app(settings(workdir))) as test_client:
+        _wait_ready(test_client)
+        yield test_client
+
+
+def _wait_ready(client: TestClient) -> None:
+    for _ in range(200):
+        if client.get("/ready").status_code == 200:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the model never loaded")
+
+
+def test_health_ready_and_model_info(
+    client: TestClient, store: tuple[Path, SimulatedFunnel, TrainingRun]
+) -> None:
+    _, _, run = store
+    assert client.get("/health").json() == {"status": "ok", "model_version": None}
+    ready = client.get("/ready").json()
+    assert ready["status"] == "ready" and ready["model_version"] == run.registration.version
+    info = client.get("/model").json()
+    assert info["version"] == run.registration.version and info["alias"] == CHAMPION
+    assert info["threshold"] == pytest.approx(run.result.scorer.policy.threshold)
+    assert set(info["tiers"]) == {"A", "B", "C"} and "model_roc_auc" in info["metrics"]
+    assert "pricing_page_view_count_7d" in info["features"] and "job_title" in info["lead_fields"]
+
+
+def test_ready_is_503_until_a_model_exists(tmp_path: Path) -> None:
+    with TestClient(create_app(settings(tmp_path))) as test_client:
+        assert test_client.get("/health").status_code == 200
+        assert test_client.get("/ready").status_code == 503
+        response = test_client.post(
+            "/predict", json={"lead_id": "1", "created_at": "2025-01-01T00:00:00Z"}
+        )
+        assert response.status_code == 503
+
+
+def test_api_answers_equal_batch_scoring(
+    client: TestClient, store: tuple[Path, SimulatedFunnel, TrainingRun]
+) -> None:
+    _, funnel, run = store
+    positions = list(range(0, 6_000, 40))
+    payloads = [lead_payload(funnel, p, days_after=7 + p % 60) for p in positions]
+    singles = [client.post("/predict", json=p).json()["predictions"][0] for p in payloads]
+    batch = client.post("/predict", json={"leads": payloads}).json()["predictions"]
+
+    leads = funnel.leads.iloc[positions].reset_index(drop=True)
+    spine = pd.DataFrame(
+        {
+            "lead_id": leads["lead_id"],
+            "as_of": pd.to_datetime([p["as_of"] for p in payloads], utc=True),
+        }
+    )
+    spine["as_of"] = spine["as_of"].dt.as_unit("ns")
+    expected = run.result.scorer.score_snapshots(spine, funnel.leads, funnel.events)
+    for answers in (singles, batch):
+        got = pd.DataFrame(answers)
+        np.testing.assert_allclose(got["probability"], expected["probability"], rtol=1e-9)
+        np.testing.assert_allclose(got["rule_score"], expected["rule_score"], rtol=1e-9, atol=1e-9)
+        assert got["tier"].tolist() == expected["tier"].tolist()
+        assert got["mql"].tolist() == expected["mql"].tolist()
+        assert [[r["phrase"] for r in a["reasons"]["for"]] for a in answers] == [
+            [r["phrase"] for r in e["for"]] for e in expected["reasons"]
+        ]
+        assert set(got["model_version"]) == {run.registration.version}
+
+
+def test_unknown_categories_missing_fields_and_unknown_events_are_scored(
+    client: TestClient,
+) -> None:
+    response = client.post(
+        "/predict",
+        json={
+            "lead_id": "new-1",
+            "created_at": "2025-03-01T09:00:00Z",
+            "industry": "asteroid mining",
+            "budget": "large",
+            "events": [{"ts": "2025-03-02T09:00:00Z", "event_type": "chat_started"}],
+        },
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()["predictions"][0]
+    assert 0 < answer["probability"] < 1 and answer["tier"] in "ABCD"
+    assert set(answer["reasons"]) == {"for", "against"}
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"lead_id": "1"}, ["body", "LeadIn", "created_at"]),
+        ({"lead_id": "1", "created_at": "2025-03-01T09:00:00"}, ["body", "LeadIn", "created_at"]),
+        (
+            {
+                "lead_id": "1",
+                "created_at": "2025-03-01T09:00:00Z",
+                "events": [{"ts": "x", "event_type": "a"}],
+            },
+            ["body", "LeadIn", "events", 0, "ts"],
+        ),
+        (
+            {"leads": [{"lead_id": "1", "created_at": "soon"}]},
+            ["body", "BatchIn", "leads", 0, "created_at"],
+        ),
+    ],
+)
+def test_bad_input_is_422_with_the_field_path(
+    client: TestClient, body: dict[str, object], path: list[object]
+) -> None:
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    locations = [error["loc"] for error in response.json()["detail"]]
+    assert path in locations, locations
+
+
+def test_attribute_that_is_not_a_value_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/predict", json={"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "budget": {"a": 1}}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "leads", 0]
+
+
+def test_batch_limit_body_limit_and_api_key(
+    store: tuple[Path, SimulatedFunnel, TrainingRun],
+) -> None:
+    workdir, funnel, _ = store
+    small = settings(workdir, max_batch=3, max_body_bytes=4_096, api_key="s3cret")
+    with TestClient(create_app(small)) as test_client:
+        _wait_ready(test_client)
+        lead = {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z"}
+        assert test_client.post("/predict", json=lead).status_code == 401
+        headers = {"X-API-Key": "s3cret"}
+        assert test_client.post("/predict", json=lead, headers=headers).status_code == 200
+        assert (
+            test_client.post("/predict", json=lead, headers={"X-API-Key": "nope"}).status_code
+            == 401
+        )
+        many = {"leads": [lead] * 4}
+        assert test_client.post("/predict", json=many, headers=headers).status_code == 413
+        big = lead_payload(funnel, 0, days_after=400)
+        big["events"] = big["events"] * 50  # type: ignore[operator]
+        assert len(json.dumps(big)) > 4_096
+        assert test_client.post("/predict", json=big, headers=headers).status_code == 413
+        assert test_client.get("/health").status_code == 200
+
+
+def test_metrics_log_and_outcomes(
+    client: TestClient, store: tuple[Path, SimulatedFunnel, TrainingRun]
+) -> None:
+    _, funnel, _ = store
+    client.post("/predict", json={"leads": [lead_payload(funnel, p) for p in range(5)]})
+    text = client.get("/metrics").text
+    assert 'leadscore_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert "leadscore_request_seconds_bucket" in text and "leadscore_predictions_total" in text
+    assert "leadscore_model_version" in text
+    recorded = client.post(
+        "/outcomes",
+        json={"outcomes": [{"lead_id": str(funnel.leads["lead_id"].iloc[0]), "outcome": "won",
+                            "closed_at": "2025-05-01T00:00:00Z"}]},
+    )  # fmt: skip
+    assert recorded.status_code == 200 and recorded.json() == {"recorded": 1}
+    log = client.app.state.prediction_log  # type: ignore[attr-defined]
+    log.flush()
+    logged = log.read_predictions()
+    assert len(logged) >= 5 and {"probability", "tier", "model_version"} <= set(logged.columns)
+    assert "email" not in logged.columns and "job_title" not in logged.columns
+    assert len(log.read_outcomes()) >= 1
+
+
+def test_hot_swap_serves_the_new_champion_without_failing_requests(
+    store: tuple[Path, SimulatedFunnel, TrainingRun],
+) -> None:
+    workdir, funnel, run = store
+    use_tracking(workdir)
+    client = MlflowClient()
+    _, second = train_into_store(workdir, n_leads=8_000, seed=42)
+    new_version = second.registration.version
+    client.set_registered_model_alias(NAME, CHAMPION, run.registration.version)
+    with TestClient(create_app(settings(workdir, admin_key="adm1n"))) as test_client:
+        _wait_ready(test_client)
+        assert test_client.get("/ready").json()["model_version"] == run.registration.version
+        client.set_registered_model_alias(NAME, CHAMPION, new_version)
+        payload = lead_payload(funnel, 7)
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                statuses.append(test_client.post("/predict", json=payload).status_code)
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        try:
+            assert test_client.post("/admin/reload").status_code == 401
+            swapped = test_client.post("/admin/reload", headers={"X-API-Key": "adm1n"})
+        finally:
+            stop.set()
+            worker.join()
+        assert swapped.status_code == 200 and swapped.json()["model_version"] == new_version
+        assert statuses and set(statuses) == {200}
+        answer = test_client.post("/predict", json=payload).json()["predictions"][0]
+        assert answer["model_version"] == new_version
+    client.set_registered_model_alias(NAME, CHAMPION, run.registration.version)

@@ -1,0 +1,117 @@
+"""A real `leadscore serve` (uvicorn) on loopback: start, predict, swap the champion, stop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from models.registry import CHAMPION, use_tracking
+from tests.conftest import train_into_store
+from tests.test_serve import lead_payload
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(url: str, server: subprocess.Popen[bytes], seconds: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, f"{url} never answered 200"
+        time.sleep(0.2)
+
+
+def test_serve_predict_hot_swap_and_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    funnel, first = train_into_store(tmp_path, n_leads=8_000, seed=51)
+    _, second = train_into_store(tmp_path, n_leads=8_000, seed=52)
+    use_tracking(tmp_path)
+    registry = MlflowClient()
+    registry.set_registered_model_alias("leadscore", CHAMPION, first.registration.version)
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LEADSCORE_SERVE_RELOAD_INTERVAL_SECONDS": "0.5",
+        "LEADSCORE_SERVE_PREDICTION_LOG_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "serve",
+            "--port",
+            str(port),
+            "--workdir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ready = _wait(f"{base}/ready", server)
+        assert ready.json()["model_version"] == first.registration.version
+        payload = lead_payload(funnel, 3)
+        answer = httpx.post(f"{base}/predict", json=payload, timeout=10).json()["predictions"][0]
+        assert answer["model_version"] == first.registration.version
+
+        # Move the champion while requests keep coming: none may fail, then the new one answers.
+        statuses: list[int] = []
+        versions: set[str] = set()
+        stop = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client(timeout=10) as client:
+                while not stop.is_set():
+                    response = client.post(f"{base}/predict", json=payload)
+                    statuses.append(response.status_code)
+                    versions.add(response.json()["predictions"][0]["model_version"])
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        try:
+            registry.set_registered_model_alias("leadscore", CHAMPION, second.registration.version)
+            deadline = time.monotonic() + 60
+            while second.registration.version not in versions:
+                assert time.monotonic() < deadline, "the new champion was never served"
+                time.sleep(0.2)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            worker.join()
+        assert statuses and set(statuses) == {200}
+        assert versions == {first.registration.version, second.registration.version}
+    finally:
+        server.terminate()
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    log = server.stderr.read().decode() if server.stderr else ""
+    # Uvicorn shuts down gracefully on SIGTERM, then re-raises it: -15 is a clean stop.
+    assert code in (0, -15) and "Application shutdown complete" in log, log[-2000:]
+    assert "prediction log closed" in log and "0 dropped" in log
