@@ -37,6 +37,7 @@ from models.points import RULE_MQL, PointsRules
 from models.registry import load_scorer, tracking_uri, use_tracking
 from models.registry import promote as promote_version
 from pipelines.config import LeadscoreConfig, load_config
+from pipelines.monitor import build_report
 from pipelines.training import TRAINING_STEPS, TrainingRun, run_training
 from serve.settings import ServeSettings
 
@@ -347,6 +348,63 @@ def promote(
         f"{settings.train.model_name} v{version} is champion"
         + (f" (was v{previous}, now challenger)" if previous and previous != version else "")
     )
+
+
+@app.command()
+@user_errors_exit
+def monitor(
+    log_url: Annotated[
+        str, typer.Option("--log-url", help="The API's prediction log (SQLAlchemy URL).")
+    ] = "sqlite:///predictions.db",
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only predictions from this time on.")
+    ] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Include predictions of other versions.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Since deployment: calibration and conversion by tier from outcomes, and drift (PSI)."""
+    settings = load_config(config)
+    use_tracking(settings.workdir)
+    uri = model or f"models:/{settings.train.model_name}@champion"
+    try:
+        scorer = load_scorer(uri)
+    except MlflowException as exc:
+        raise DataContractError(f"cannot load model {uri}: {str(exc).splitlines()[0]}") from exc
+    moment = None if since is None else _parse_as_of(since).to_pydatetime()
+    report = build_report(log_url, scorer, moment, all_versions)
+    titles = {
+        "summary": f"Predictions of v{report.version} and their outcomes",
+        "by_tier": "Conversion by tier (resolved predictions)",
+        "calibration": "Calibration: predicted vs observed",
+        "model_vs_rules": "Model MQL list vs rule MQL list",
+        "drift": "Drift against training (PSI: <0.1 stable, 0.1-0.25 moderate, >0.25 major)",
+    }
+    for name, title in titles.items():
+        frame = report.tables[name]
+        if name == "summary":  # one wide row reads better as a column
+            frame = frame.T.reset_index().set_axis(["measure", "value"], axis=1)
+        console.print(frame_table(frame, title))
+
+
+def frame_table(frame: pd.DataFrame, title: str) -> Table:
+    """A small DataFrame as a rich table, numbers formatted for reading."""
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(value) for value in row))
+    return table
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:,.4g}"
+    return str(value)
 
 
 @app.command()

@@ -275,3 +275,38 @@ def test_hot_swap_serves_the_new_champion_without_failing_requests(
         answer = test_client.post("/predict", json=payload).json()["predictions"][0]
         assert answer["model_version"] == new_version
     client.set_registered_model_alias(NAME, CHAMPION, run.registration.version)
+
+
+def test_monitor_reports_outcomes_by_tier_and_drift(
+    client: TestClient, store: tuple[Path, SimulatedFunnel, TrainingRun]
+) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app as cli
+
+    workdir, funnel, _ = store
+    closed = funnel.leads[funnel.leads["converted"].notna()].head(300)
+    positions = [int(i) for i in closed.index]
+    payloads = [lead_payload(funnel, p, days_after=3) for p in positions]
+    assert client.post("/predict", json={"leads": payloads}).status_code == 200
+    outcomes = [
+        {
+            "lead_id": str(row.lead_id),
+            "outcome": "won" if row.converted == 1 else "lost",
+            "closed_at": row.closed_at.isoformat(),
+        }
+        for row in closed.itertuples()
+    ]
+    assert client.post("/outcomes", json={"outcomes": outcomes}).json()["recorded"] == len(outcomes)
+    client.app.state.prediction_log.flush()  # type: ignore[attr-defined]
+
+    result = CliRunner().invoke(
+        cli,
+        ["monitor", "--log-url", f"sqlite:///{workdir / 'predictions.db'}"],
+        env={"LEADSCORE_WORKDIR": str(workdir)},
+        terminal_width=200,
+    )
+    assert result.exit_code == 0, result.output
+    for title in ("Conversion by tier", "Calibration", "Model MQL list", "Drift against training"):
+        assert title in result.output
+    assert "probability" in result.output and "pricing_page_view" in result.output
