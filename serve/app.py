@@ -70,7 +70,8 @@ class Metrics:
             registry=target,
         )  # fmt: skip
         self.latency = Histogram(
-            "leadscore_request_seconds", "Request latency by route", ["route"], registry=target,
+            "leadscore_request_seconds", "Request latency by route and status",
+            ["route", "status"], registry=target,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )  # fmt: skip
         self.predictions = Counter(
@@ -134,7 +135,7 @@ class BodyLimitAndMetrics:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(path, str(status)).observe(time.perf_counter() - started)
 
 
 class _BodyTooLarge(Exception):
