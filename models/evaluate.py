@@ -28,9 +28,7 @@ import json
 import logging
 import math
 import operator
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,8 @@ import numpy.typing as npt
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from features.storage import atomic_paths
 
 logger = logging.getLogger(__name__)
 
@@ -956,23 +956,12 @@ def write_artifacts(
         "score_distribution.png": _png(score_distribution_figure(y, model, rules)),
         "summary.html": summary_html(evaluation, title).encode(),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pending: list[tuple[Path, Path]] = []
-    try:
-        for name, payload in payloads.items():
-            handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            pending.append((Path(temporary), out_dir / name))
-            with os.fdopen(handle, "wb") as file:
-                file.write(payload)
-            os.chmod(temporary, 0o644)  # mkstemp makes files private; these are shared outputs
-    except BaseException:
-        for temporary_path, _ in pending:
-            temporary_path.unlink(missing_ok=True)
-        raise
-    for temporary_path, path in pending:
-        os.replace(temporary_path, path)
-    logger.info("wrote %d evaluation artifacts to %s", len(pending), out_dir)
-    return [path for _, path in pending]
+    paths = [out_dir / name for name in payloads]
+    with atomic_paths(paths) as temporaries:
+        for temporary, payload in zip(temporaries, payloads.values(), strict=True):
+            temporary.write_bytes(payload)
+    logger.info("wrote %d evaluation artifacts to %s", len(paths), out_dir)
+    return paths
 
 
 __all__ = [

@@ -64,6 +64,8 @@ EventsOption = Annotated[
     typer.Option("--events", help="Events file (CSV or Parquet); default: the config's."),
 ]
 
+RulesOption = Annotated[Path | None, typer.Option("--rules", help="Points rules YAML.")]
+
 
 def user_errors_exit(command: Callable[P, R]) -> Callable[P, R]:
     """Print a user's mistake as one line and exit 2, instead of a traceback."""
@@ -231,7 +233,7 @@ def points(
     as_of: Annotated[str, typer.Option("--as-of", help="Score time with timezone.")],
     leads: LeadsOption = None,
     events: EventsOption = None,
-    rules: Annotated[Path | None, typer.Option("--rules", help="Points rules YAML.")] = None,
+    rules: RulesOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Rule-based points and MQL flag of every lead created by AS_OF."""
@@ -271,7 +273,7 @@ def train(
     data: DataOption = None,
     leads: LeadsOption = None,
     events: EventsOption = None,
-    rules: Annotated[Path | None, typer.Option("--rules", help="Points rules YAML.")] = None,
+    rules: RulesOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Train, calibrate and evaluate against the rules; log to MLflow and register the model."""

@@ -42,21 +42,12 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from models.monitoring import PREDICTION_COLUMNS
+
 logger = logging.getLogger(__name__)
 
-PREDICTION_FIELDS: tuple[str, ...] = (
-    "lead_id",
-    "scored_at",
-    "as_of",
-    "model_version",
-    "probability",
-    "mql",
-    "tier",
-    "threshold",
-    "rule_score",
-    "rule_mql",
-    "features",
-)
+# What the monitor reads, plus the threshold in force and the key feature values (JSON).
+PREDICTION_FIELDS: tuple[str, ...] = (*PREDICTION_COLUMNS, "threshold", "features")
 OUTCOME_FIELDS: tuple[str, ...] = ("lead_id", "outcome", "closed_at", "recorded_at")
 PREDICTIONS_TABLE = "leadscore_predictions"
 OUTCOMES_TABLE = "leadscore_outcomes"
