@@ -33,6 +33,8 @@ class LightGBMConfig(_Frozen):
     # are noisy; most of the signal is in a few interactions of fit and recent behaviour).
     learning_rate: float = Field(0.03, gt=0)
     num_leaves: int = Field(15, ge=2)
+    # Shallow trees held out better here, and make per-lead reasons (TreeSHAP) cheaper. -1: none.
+    max_depth: int = Field(4, ge=-1)
     min_child_samples: int = Field(200, ge=1)
     max_rounds: int = Field(2000, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)

@@ -79,6 +79,7 @@ def _lightgbm_params(config: LightGBMConfig, names: list[str], monotone: bool) -
         "objective": "binary",
         "learning_rate": config.learning_rate,
         "num_leaves": config.num_leaves,
+        "max_depth": config.max_depth,
         "min_child_samples": config.min_child_samples,
         "feature_fraction": config.feature_fraction,
         "bagging_fraction": config.bagging_fraction,

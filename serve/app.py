@@ -44,6 +44,7 @@ from serve.schemas import (
     ModelInfo,
     OutcomesIn,
     OutcomesOut,
+    PredictBody,
     PredictResponse,
 )
 from serve.settings import ServeSettings
@@ -164,8 +165,10 @@ _MICROSECOND = timedelta(microseconds=1)
 def _lead_events(lead: LeadIn) -> LeadEvents:
     # Exact integer arithmetic: float seconds would round some microseconds.
     return LeadEvents(
-        ts=np.array([(e.ts - _EPOCH) // _MICROSECOND * 1_000 for e in lead.events], dtype=np.int64),
-        kinds=[e.event_type for e in lead.events],
+        ts=np.array(
+            [(e["ts"] - _EPOCH) // _MICROSECOND * 1_000 for e in lead.events], dtype=np.int64
+        ),
+        kinds=[e["event_type"] for e in lead.events],
     )
 
 
@@ -182,8 +185,8 @@ def _frames(leads: list[LeadIn], now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Da
     events = pd.DataFrame(
         {
             LEAD_ID: [lead.lead_id for lead in leads for _ in lead.events],
-            TS: pd.to_datetime([e.ts for lead in leads for e in lead.events], utc=True),
-            EVENT_TYPE: [e.event_type for lead in leads for e in lead.events],
+            TS: pd.to_datetime([e["ts"] for lead in leads for e in lead.events], utc=True),
+            EVENT_TYPE: [e["event_type"] for lead in leads for e in lead.events],
         }
     )
     events[TS] = events[TS].dt.as_unit("ns")
@@ -206,6 +209,19 @@ def _score(model: LoadedModel, leads: list[LeadIn], batch_path_from: int) -> lis
         events[LEAD_ID] = events[LEAD_ID].astype("str")
     scored = model.scorer.score(frame, events, with_monitored=True)
     return [{str(k): v for k, v in row.items()} for row in scored.to_dict("records")]
+
+
+def _json_value(value: object) -> object:
+    """JSON for the numpy and pandas values in answers."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def _log_record(answer: dict[str, Any], scored_at: datetime) -> dict[str, object]:
@@ -334,7 +350,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         )
 
     @app.post("/predict", response_model=PredictResponse, tags=["scoring"], dependencies=[api_key])
-    def predict(body: LeadIn | BatchIn, request: Request) -> dict[str, Any]:
+    def predict(body: PredictBody, request: Request) -> Response:
         """Score one lead, or a batch under `leads`. Answers the calibrated probability of
         converting within the model's horizon, MQL and tier, the rule-based points, and the
         top reasons for and against."""
@@ -365,7 +381,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         for answer in answers:
             metrics.predictions.labels(answer["tier"]).inc()
             answer["model_version"] = model.version
-        return {"predictions": answers}
+        # Serialised here, not re-validated against the response model (which documents it):
+        # for a 1,000-lead batch that validation costs more than the JSON itself.
+        content = json.dumps({"predictions": answers}, default=_json_value)
+        return Response(content, media_type="application/json")
 
     @app.post("/outcomes", response_model=OutcomesOut, tags=["feedback"], dependencies=[api_key])
     def outcomes(body: OutcomesIn, request: Request) -> OutcomesOut:

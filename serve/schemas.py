@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+)
+from typing_extensions import TypedDict
 
 LeadId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 AttributeValue = str | float | int | bool | None
@@ -26,8 +35,8 @@ EXAMPLE_LEAD: dict[str, Any] = {
 }
 
 
-class EventIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class EventIn(TypedDict):
+    """One event; a TypedDict, not a model: a batch holds tens of thousands of them."""
 
     ts: AwareDatetime
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -65,6 +74,17 @@ class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     leads: list[LeadIn] = Field(..., min_length=1)
+
+
+def _body_kind(value: Any) -> str:
+    # Decide by shape instead of trying both models: a batch is validated once, not twice.
+    return "BatchIn" if isinstance(value, dict | BatchIn) and "leads" in value else "LeadIn"
+
+
+PredictBody = Annotated[
+    Annotated[LeadIn, Tag("LeadIn")] | Annotated[BatchIn, Tag("BatchIn")],
+    Discriminator(_body_kind),
+]
 
 
 class Reason(BaseModel):

@@ -310,3 +310,12 @@ def test_monitor_reports_outcomes_by_tier_and_drift(
     for title in ("Conversion by tier", "Calibration", "Model MQL list", "Drift against training"):
         assert title in result.output
     assert "probability" in result.output and "pricing_page_view" in result.output
+
+
+def test_openapi_documents_predict_with_an_example(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]
+    assert "200" in predict["responses"] and "422" in predict["responses"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["LeadIn"]["examples"][0]["events"]
+    assert "probability" in schemas["LeadScore"]["properties"]
