@@ -4,7 +4,6 @@ outcomes and hot reload. Built by `create_app(settings)`; nothing happens at imp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -248,9 +247,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def watch_alias() -> None:
         while True:
             await asyncio.sleep(settings.reload_interval_seconds)
-            with contextlib.suppress(Exception):
+            try:
                 if await asyncio.to_thread(holder.load_if_changed):
                     _after_swap()
+            except Exception as exc:  # keep serving the loaded model; try again next time
+                logger.warning("could not check or load %s@%s: %s", holder.name, holder.alias, exc)
 
     def _after_swap() -> None:
         if holder.current is not None and holder.current.version.isdigit():
@@ -268,8 +269,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             try:
                 await asyncio.to_thread(holder.load_if_changed)
                 _after_swap()
-            except Exception:
-                logger.exception("no model to serve yet: /ready answers 503")
+            except Exception as exc:  # e.g. nothing registered yet: the process still serves
+                logger.warning("no model to serve yet (%s): /ready answers 503", exc)
 
         tasks.append(asyncio.create_task(first_load()))
         if settings.reload_interval_seconds > 0:
