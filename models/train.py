@@ -18,7 +18,7 @@ from features.contract import DataContractError
 from features.pointintime import AS_OF, as_utc_ns
 from features.training import LABEL, make_training_set
 from features.vocabulary import LEAD_ID
-from models.calibration import BoosterClassifier, choose_calibrator
+from models.calibration import PROBABILITY_FLOOR, BoosterClassifier, choose_calibrator
 from models.config import LightGBMConfig, TrainConfig
 from models.evaluate import Evaluation, Scores, evaluate
 from models.monitoring import reference_distribution
@@ -186,7 +186,9 @@ def train_lead_scorer(
     )
     # The rules' points mapped to a probability on the same calibration slice, so that both
     # go through the same evaluation (log loss, Brier, calibration) on equal terms.
-    rules_calibrator = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4)
+    rules_calibrator = IsotonicRegression(
+        out_of_bounds="clip", y_min=PROBABILITY_FLOOR, y_max=1 - PROBABILITY_FLOOR
+    )
     rules_calibrator.fit(rule_scores[RULE_SCORE].to_numpy()[calib], labels[calib])
 
     scorer = LeadScorer(
