@@ -10,7 +10,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -115,7 +115,7 @@ class BodyLimitAndMetrics:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_body_bytes:
-                raise _BodyTooLarge
+                raise _BodyTooLarge()
             return message
 
         status = 500
@@ -139,8 +139,11 @@ class BodyLimitAndMetrics:
             self.metrics.latency.labels(path, str(status)).observe(time.perf_counter() - started)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised while FastAPI reads the body; as an HTTPException it passes through as a 413."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="request body too large")
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -173,10 +176,15 @@ def _lead_events(lead: LeadIn) -> LeadEvents:
 
 
 def _frames(leads: list[LeadIn], now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leads (with as_of) and events as frames, for the vectorised batch path."""
+    """Leads (with as_of) and events as frames, for the vectorised batch path.
+
+    Leads are keyed by their position in the request, not their id: a batch may score one lead
+    at several times, and each copy must see only the events sent with it.
+    """
     rows = []
-    for lead in leads:
+    for position, lead in enumerate(leads):
         row = lead.attributes()
+        row[LEAD_ID] = str(position)
         row[AS_OF] = lead.as_of or now
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -184,7 +192,7 @@ def _frames(leads: list[LeadIn], now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Da
     frame[AS_OF] = pd.to_datetime(frame[AS_OF], utc=True).dt.as_unit("ns")
     events = pd.DataFrame(
         {
-            LEAD_ID: [lead.lead_id for lead in leads for _ in lead.events],
+            LEAD_ID: [str(position) for position, lead in enumerate(leads) for _ in lead.events],
             TS: pd.to_datetime([e["ts"] for lead in leads for e in lead.events], utc=True),
             EVENT_TYPE: [e["event_type"] for lead in leads for e in lead.events],
         }
@@ -212,7 +220,26 @@ def _score(model: LoadedModel, leads: list[LeadIn], batch_path_from: int) -> lis
     if events[LEAD_ID].size == 0:
         events[LEAD_ID] = events[LEAD_ID].astype("str")
     scored = model.scorer.score(frame, events, with_monitored=True)
+    scored[LEAD_ID] = [lead.lead_id for lead in leads]
     return [{str(k): v for k, v in row.items()} for row in scored.to_dict("records")]
+
+
+def _field_path(loc: Sequence[Any]) -> list[Any]:
+    """The path in the caller's JSON: without the union's tag ("LeadIn"/"BatchIn")."""
+    path = list(loc)
+    if len(path) > 1 and path[0] == "body" and path[1] in ("LeadIn", "BatchIn"):
+        del path[1]
+    return path
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _json_value(value: object) -> object:
@@ -317,7 +344,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            {"loc": _field_path(error["loc"]), "msg": error["msg"], "type": error["type"]}
             for error in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
@@ -379,6 +406,19 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                     detail=[{"loc": ["body", "leads", i], "msg": str(exc), "type": "value_error"}],
                 ) from exc
         model = serving()
+        for i, lead in enumerate(leads):
+            for column in model.scorer.features.numeric_columns:
+                value = (
+                    getattr(lead, column, None)
+                    if column in type(lead).model_fields
+                    else ((lead.model_extra or {}).get(column))
+                )
+                if value is not None and not _is_number(value):
+                    raise HTTPException(
+                        status_code=422,
+                        detail=[{"loc": ["body", "leads", i, column], "msg": "not a number",
+                                 "type": "float_parsing"}],
+                    )  # fmt: skip
         if model.fast is not None and len(leads) <= _INLINE_LEADS:
             # About a millisecond: cheaper on the event loop than a hop to a worker thread.
             answers = _score(model, leads, settings.batch_path_from)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -12,10 +14,24 @@ from pydantic import (
     Field,
     StringConstraints,
     Tag,
+    model_validator,
 )
 from typing_extensions import TypedDict
 
 LeadId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# What pandas timestamps can hold (1677-09-21 to 2262-04-11); CRM placeholders such as
+# 0001-01-01 are refused with the field's path rather than failing later.
+_EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+
+
+def _in_supported_range(value: datetime) -> datetime:
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("time outside the supported range (years 1678 to 2261)")
+    return value
+
+
+Time = Annotated[AwareDatetime, AfterValidator(_in_supported_range)]
 AttributeValue = str | float | int | bool | None
 
 EXAMPLE_LEAD: dict[str, Any] = {
@@ -38,7 +54,7 @@ EXAMPLE_LEAD: dict[str, Any] = {
 class EventIn(TypedDict):
     """One event; a TypedDict, not a model: a batch holds tens of thousands of them."""
 
-    ts: AwareDatetime
+    ts: Time
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 
@@ -51,8 +67,8 @@ class LeadIn(BaseModel):
     )
 
     lead_id: LeadId
-    created_at: AwareDatetime
-    as_of: AwareDatetime | None = Field(None, description="Score time; default now.")
+    created_at: Time
+    as_of: Time | None = Field(None, description="Score time; default now.")
     job_title: str | None = None
     email: str | None = Field(None, description="Only its domain type is used; never stored.")
     industry: str | None = None
@@ -60,6 +76,12 @@ class LeadIn(BaseModel):
     country: str | None = None
     lead_source: str | None = None
     events: list[EventIn] = []
+
+    @model_validator(mode="after")
+    def _scored_after_creation(self) -> LeadIn:
+        if self.as_of is not None and self.as_of < self.created_at:
+            raise ValueError("as_of is before created_at: a lead cannot be scored before it exists")
+        return self
 
     def attributes(self) -> dict[str, Any]:
         """Declared and extra attributes, without events and times."""
@@ -124,7 +146,7 @@ class OutcomeIn(BaseModel):
 
     lead_id: LeadId
     outcome: Literal["won", "lost"]
-    closed_at: AwareDatetime
+    closed_at: Time
 
 
 class OutcomesIn(BaseModel):

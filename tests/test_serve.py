@@ -161,19 +161,19 @@ def test_unknown_categories_missing_fields_and_unknown_events_are_scored(
 @pytest.mark.parametrize(
     ("body", "path"),
     [
-        ({"lead_id": "1"}, ["body", "LeadIn", "created_at"]),
-        ({"lead_id": "1", "created_at": "2025-03-01T09:00:00"}, ["body", "LeadIn", "created_at"]),
+        ({"lead_id": "1"}, ["body", "created_at"]),
+        ({"lead_id": "1", "created_at": "2025-03-01T09:00:00"}, ["body", "created_at"]),
         (
             {
                 "lead_id": "1",
                 "created_at": "2025-03-01T09:00:00Z",
                 "events": [{"ts": "x", "event_type": "a"}],
             },
-            ["body", "LeadIn", "events", 0, "ts"],
+            ["body", "events", 0, "ts"],
         ),
         (
             {"leads": [{"lead_id": "1", "created_at": "soon"}]},
-            ["body", "BatchIn", "leads", 0, "created_at"],
+            ["body", "leads", 0, "created_at"],
         ),
     ],
 )
@@ -319,3 +319,37 @@ def test_openapi_documents_predict_with_an_example(client: TestClient) -> None:
     schemas = spec["components"]["schemas"]
     assert schemas["LeadIn"]["examples"][0]["events"]
     assert "probability" in schemas["LeadScore"]["properties"]
+
+
+def test_a_batch_may_score_one_lead_at_several_times(
+    client: TestClient, store: tuple[Path, SimulatedFunnel, TrainingRun]
+) -> None:
+    _, funnel, _ = store
+    early, late = lead_payload(funnel, 5, days_after=2), lead_payload(funnel, 5, days_after=60)
+    others = [lead_payload(funnel, p) for p in range(100, 140)]
+    for batch in ([early, late], [early, *others, late]):  # the lead-by-lead and batch paths
+        answers = client.post("/predict", json={"leads": batch}).json()["predictions"]
+        single_early = client.post("/predict", json=early).json()["predictions"][0]
+        single_late = client.post("/predict", json=late).json()["predictions"][0]
+        assert answers[0]["lead_id"] == answers[-1]["lead_id"] == early["lead_id"]
+        assert answers[0]["probability"] == pytest.approx(single_early["probability"], rel=1e-9)
+        assert answers[-1]["probability"] == pytest.approx(single_late["probability"], rel=1e-9)
+
+
+def test_a_streamed_body_over_the_limit_is_413(
+    store: tuple[Path, SimulatedFunnel, TrainingRun],
+) -> None:
+    workdir, _, _ = store
+    with TestClient(create_app(settings(workdir, max_body_bytes=4_096))) as test_client:
+        _wait_ready(test_client)
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "note": "'
+            for _ in range(10):
+                yield b"x" * 1_000
+            yield b'"}'
+
+        response = test_client.post(
+            "/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413
