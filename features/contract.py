@@ -239,7 +239,7 @@ def _localise(
     return pd.Series(result.dt.as_unit("ns"))
 
 
-def _map_labels(values: pd.Series, config: DatasetConfig, path: Path, column: str) -> pd.Series:
+def map_labels(values: pd.Series, config: DatasetConfig, path: Path, column: str) -> pd.Series:
     text = values.astype("str").str.strip().str.lower().where(values.notna(), "")
     won = {v.lower() for v in config.labels.won}
     lost = {v.lower() for v in config.labels.lost}
@@ -302,7 +302,7 @@ def load_leads(path: Path, config: DatasetConfig) -> pd.DataFrame:
         required=True,
     )
     if CONVERTED in frame.columns:
-        frame[CONVERTED] = _map_labels(frame[CONVERTED], config, path, columns.converted)
+        frame[CONVERTED] = map_labels(frame[CONVERTED], config, path, columns.converted)
     if CLOSED_AT in frame.columns:
         frame[CLOSED_AT] = parse_timestamps(
             frame[CLOSED_AT],

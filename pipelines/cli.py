@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
+import numpy as np
 import pandas as pd
 import typer
 import uvicorn
@@ -24,7 +25,13 @@ from rich.table import Table
 
 from features.build import build_features
 from features.config import DatasetConfig
-from features.contract import DataContractError, load_events, load_leads
+from features.contract import (
+    DataContractError,
+    load_events,
+    load_leads,
+    map_labels,
+    read_table,
+)
 from features.simulator import (
     SIMULATION_STEPS,
     SimulatorConfig,
@@ -33,6 +40,7 @@ from features.simulator import (
 )
 from features.storage import write_table_atomic
 from features.training import LABEL, make_training_set
+from models.leakage import leakage_findings, leakage_report
 from models.points import RULE_MQL, PointsRules
 from models.registry import load_scorer, tracking_uri, use_tracking
 from models.registry import promote as promote_version
@@ -350,6 +358,53 @@ def promote(
         f"{settings.train.model_name} v{version} is champion"
         + (f" (was v{previous}, now challenger)" if previous and previous != version else "")
     )
+
+
+@app.command()
+@user_errors_exit
+def leakage(
+    input: Annotated[Path, typer.Option("--input", help="The export to check (CSV or Parquet).")],
+    label: Annotated[str, typer.Option("--label", help="The outcome column, 0/1 or won/lost.")],
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Columns to leave out (ids); repeatable.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when anything is flagged.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Flag columns that give the outcome away: too predictive alone, filled for one class only,
+    or holding values that only exist after the outcome (sales notes, rep ratings)."""
+    settings = load_config(config)
+    frame = read_table(input)
+    if label not in frame.columns:
+        raise DataContractError(f"label column '{label}' is missing", file=input)
+    labels = map_labels(frame[label], settings.dataset, input, label)
+    unknown = [c for c in exclude or [] if c not in frame.columns]
+    if unknown:
+        raise DataContractError(
+            f"--exclude names column '{unknown[0]}', not in the file", file=input
+        )
+    if labels.isna().any():
+        raise DataContractError(
+            "label values are missing or open", file=input, column=label,
+            rows=np.flatnonzero(labels.isna().to_numpy()),
+            hint="the check needs won/lost outcomes: filter open leads out first",
+        )  # fmt: skip
+    tokens = set(settings.dataset.missing_tokens)
+    features = frame.drop(columns=[label, *(exclude or [])])
+    features = features.apply(lambda c: c.where(~c.astype("str").str.strip().isin(tokens)))
+    features = features.apply(_numbers_where_all_are)
+    findings = leakage_findings(features, labels.astype(int).reset_index(drop=True))
+    console.print(leakage_report(findings), highlight=False)
+    if strict and findings:
+        raise typer.Exit(code=1)
+
+
+def _numbers_where_all_are(column: pd.Series) -> pd.Series:
+    """A CSV column as numbers when every present value is one, else as it is."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers if bool((numbers.notna() == column.notna()).all()) else column
 
 
 @app.command()

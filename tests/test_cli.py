@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -147,3 +148,47 @@ def test_bad_rules_file_is_refused(simulated: Path, tmp_path: Path) -> None:
          "--rules", str(rules), "--out", str(out)],
     )  # fmt: skip
     _assert_refused(result.output, result.exit_code, out, "rules.yaml", "mql_threshold")
+
+
+XEDUCATION = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "xeducation_leads"
+
+
+def test_leakage_command_flags_a_leak_and_strict_fails(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 2_000
+    converted = rng.random(n) < 0.3
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "visits": rng.poisson(3, n),
+            "rep_note": np.where(
+                converted, "Closed won", np.where(rng.random(n) < 0.5, "Ringing", "")
+            ),
+            "Converted": converted.astype(int),
+        }
+    )
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, index=False)
+    args = ["leakage", "--input", str(path), "--label", "Converted", "--exclude", "id"]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "rep_note" in result.output and "visits" not in result.output
+    assert runner.invoke(app, [*args, "--strict"]).exit_code == 1
+    missing = runner.invoke(app, ["leakage", "--input", str(path), "--label", "Won"])
+    _assert_refused(missing.output, missing.exit_code, tmp_path / "none", "label column 'Won'")
+
+
+@pytest.mark.skipif(
+    not (XEDUCATION / "Leads.csv").exists(), reason="../shared/datasets is not beside the repo"
+)
+def test_leakage_command_on_x_education_flags_tags_and_lead_quality() -> None:
+    result = runner.invoke(
+        app,
+        ["leakage", "--input", str(XEDUCATION / "Leads.csv"), "--label", "Converted",
+         "--exclude", "Prospect ID", "--exclude", "Lead Number"],
+        terminal_width=200,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    flagged = {line.split("  ")[0].strip() for line in result.output.splitlines()[1:] if line}
+    assert {"Tags", "Lead Quality"} <= flagged
+    assert "TotalVisits" not in flagged
