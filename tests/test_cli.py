@@ -28,7 +28,10 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_command_has_help() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("generate", "features", "training-set", "points", "demo"):
+    for command in (
+        "generate", "features", "training-set", "points", "train", "score", "promote",
+        "serve", "monitor", "leakage", "demo",
+    ):  # fmt: skip
         assert command in result.output
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0, command
