@@ -126,12 +126,12 @@ class FastLeadScorer:
         return 0.0 if domain in self.free_mail else 1.0
 
     def features(
-        self, lead: Mapping[str, Any], events: LeadEvents, as_of_ns: int, created_ns: int
+        self, fit: Mapping[str, Any], events: LeadEvents, as_of_ns: int, created_ns: int
     ) -> tuple[np.ndarray, list[Any]]:
-        """The model's feature row, and the same values in natural form for the reasons."""
+        """The model's feature row from the lead's fit values (`_fit`) and events, and the same
+        values in natural form for the reasons."""
         row = np.zeros((1, len(self.names)))
         shown: list[Any] = [None] * len(self.names)
-        fit, _ = self._fit(lead)
         for name, value in fit.items():
             i = self.position[name]
             if name in self.codes:
@@ -225,10 +225,10 @@ class FastLeadScorer:
         scorer = self.scorer
         as_of_ns = int(as_of.value)
         created_ns = int(pd.Timestamp(lead["created_at"]).value)
-        row, shown = self.features(lead, events, as_of_ns, created_ns)
+        fit, attributes = self._fit(lead)
+        row, shown = self.features(fit, events, as_of_ns, created_ns)
         raw = scorer.booster.predict(row, raw_score=True, num_threads=1)
         probability = float(scorer.calibrator.apply(np.asarray(raw))[0])
-        _, attributes = self._fit(lead)
         rule_score = self.rule_score(attributes, events, as_of_ns)
         reasons: dict[str, list[dict[str, object]]] = {"for": [], "against": []}
         if with_reasons:
