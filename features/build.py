@@ -56,6 +56,8 @@ def feature_names(config: FeatureConfig) -> list[str]:
         fit += ["seniority", "job_function"]
     if config.email_column is not None:
         fit.append("is_company_email")
+    if config.source == "snapshot":
+        return [*fit, *config.categorical_columns, *config.numeric_columns]
     return [
         "lead_age_days",
         *fit,
@@ -70,7 +72,7 @@ def check_lead_columns(leads: pd.DataFrame, config: FeatureConfig) -> None:
     """The feature config names only columns the leads have."""
     wanted = [
         LEAD_ID,
-        CREATED_AT,
+        *([CREATED_AT] if config.source == "events" else []),
         *(
             c
             for c in (config.title_column, config.email_column, config.account_column)
@@ -181,6 +183,8 @@ def build_features_at(
             rows=np.flatnonzero(lead_pos < 0),
         )
     spine = spine[[LEAD_ID, AS_OF]].reset_index(drop=True)
+    if config.source == "snapshot":
+        return _snapshot_features(spine, lead_pos, leads, config)
     as_of = as_utc_ns(spine[AS_OF])
     arrays = prepare_events(events, leads[LEAD_ID].to_numpy(), list(config.event_types))
     names = behaviour_feature_names(config)
@@ -195,21 +199,42 @@ def build_features_at(
             _behaviour_block(joined, config, block)
             behaviour[rows] = block
 
-    fit = fit_features(leads, config)
     created = as_utc_ns(leads[CREATED_AT])[lead_pos]
     columns: dict[str, object] = {
         LEAD_ID: spine[LEAD_ID].to_numpy(),
         AS_OF: spine[AS_OF].array,
         "lead_age_days": (as_of - created) / NS_PER_DAY,
+        **_fit_columns_at(leads, lead_pos, config),
     }
-    for name in fit.columns:
-        values = fit[name].array
-        columns[name] = values.take(lead_pos) if hasattr(values, "take") else values[lead_pos]
     columns.update({name: behaviour[:, i] for i, name in enumerate(names)})
     if config.account_column is not None:
         block = _account_block(lead_pos, as_of, leads, arrays, config)
         columns.update({name: block[:, i] for i, name in enumerate(ACCOUNT_FEATURES)})
     return pd.DataFrame(columns)[[*KEY_COLUMNS, *feature_names(config)]]
+
+
+def _snapshot_features(
+    spine: pd.DataFrame, lead_pos: np.ndarray, leads: pd.DataFrame, config: FeatureConfig
+) -> pd.DataFrame:
+    """The lead row's own columns: the export aggregated behaviour as of its snapshot."""
+    columns: dict[str, object] = {
+        LEAD_ID: spine[LEAD_ID].to_numpy(),
+        AS_OF: spine[AS_OF].array,
+        **_fit_columns_at(leads, lead_pos, config),
+    }
+    return pd.DataFrame(columns)[[*KEY_COLUMNS, *feature_names(config)]]
+
+
+def _fit_columns_at(
+    leads: pd.DataFrame, lead_pos: np.ndarray, config: FeatureConfig
+) -> dict[str, object]:
+    """The lead-row features (fit, and in snapshot mode behaviour too), one row per snapshot."""
+    fit = fit_features(leads, config)
+    columns: dict[str, object] = {}
+    for name in fit.columns:
+        values = fit[name].array
+        columns[name] = values.take(lead_pos) if hasattr(values, "take") else values[lead_pos]
+    return columns
 
 
 def _account_block(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,9 +65,18 @@ class LabelValues(_Frozen):
     open: list[str] = ["", "open"]
 
 
-class DatasetConfig(_Frozen):
-    """Maps a user's export onto the data contract."""
+Mode = Literal["events", "snapshot"]
 
+
+class DatasetConfig(_Frozen):
+    """Maps a user's export onto the data contract.
+
+    `events` mode: a leads table and an event log; behaviour is aggregated point in time.
+    `snapshot` mode: one row per lead whose behaviour the export already aggregated into columns
+    (visits, time on site, last activity); no event log, and the rows are split by `order_column`.
+    """
+
+    mode: Mode = "events"
     leads_path: Path | None = None
     events_path: Path | None = None
     lead_columns: LeadColumns = LeadColumns()
@@ -82,6 +91,16 @@ class DatasetConfig(_Frozen):
         ),
     ] = None
     event_type_map: dict[str, str] = {}
+    # Snapshot mode: a date or a number that follows creation time (newest rows are the test);
+    # without it the file's row order is taken as time order.
+    order_column: str | None = None
+    # Snapshot mode: the columns to learn from, as fit (who the lead is) or behaviour (what the
+    # lead did). Both empty: every column not excluded, as fit. The rules and reasons speak of
+    # them this way.
+    fit_columns: list[str] = []
+    behaviour_columns: list[str] = []
+    # Where leads come from (a lead column): results are broken down by it.
+    source_column: str | None = "lead_source"
 
     @field_validator("timezone")
     @classmethod
@@ -96,6 +115,10 @@ class DatasetConfig(_Frozen):
 class FeatureConfig(_Frozen):
     """What `build_features` computes."""
 
+    # "snapshot": the lead row is the whole story (no event log, no creation time): features are
+    # its categorical and numeric columns, and `behaviour_columns` says which of them are behaviour.
+    source: Mode = "events"
+    behaviour_columns: list[str] = []
     event_types: list[str] = list(EVENT_TYPES)
     outbound_event_types: list[str] = list(OUTBOUND_EVENT_TYPES)
     windows_days: list[int] = [7, 30, 90]

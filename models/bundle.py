@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
+from features.config import FeatureConfig
 from features.contract import DataContractError
 from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
@@ -25,19 +26,25 @@ SCORER_ARTIFACT = "scorer"
 
 
 def requests_to_frames(
-    rows: pd.DataFrame, event_types: list[str]
+    rows: pd.DataFrame, features: FeatureConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leads (with `as_of` where given) and their events, from one-row-per-lead input."""
-    if LEAD_ID not in rows.columns or CREATED_AT not in rows.columns:
-        raise DataContractError(f"each lead needs '{LEAD_ID}' and '{CREATED_AT}'")
+    """Leads (with `as_of` where given) and their events, from one-row-per-lead input.
+
+    A snapshot-mode model reads the row alone: it needs no creation time and no events.
+    """
+    snapshot = features.source == "snapshot"
+    needed = [LEAD_ID] if snapshot else [LEAD_ID, CREATED_AT]
+    if any(column not in rows.columns for column in needed):
+        raise DataContractError(f"each lead needs {' and '.join(map(repr, needed))}")
     leads = rows.drop(columns=[EVENTS_COLUMN], errors="ignore").reset_index(drop=True)
-    leads[CREATED_AT] = pd.to_datetime(leads[CREATED_AT], utc=True, format="ISO8601")
+    if not snapshot:
+        leads[CREATED_AT] = pd.to_datetime(leads[CREATED_AT], utc=True, format="ISO8601")
     if AS_OF in leads.columns:
         leads[AS_OF] = pd.to_datetime(leads[AS_OF], utc=True, format="ISO8601")
     lead_ids: list[Any] = []
     times: list[Any] = []
     kinds: list[str] = []
-    if EVENTS_COLUMN in rows.columns:
+    if EVENTS_COLUMN in rows.columns and not snapshot:
         for lead_id, cell in zip(leads[LEAD_ID], rows[EVENTS_COLUMN], strict=True):
             if cell is None or (isinstance(cell, float) and np.isnan(cell)):
                 continue
@@ -50,7 +57,7 @@ def requests_to_frames(
         {
             LEAD_ID: pd.Series(lead_ids, dtype=leads[LEAD_ID].dtype),
             TS: pd.to_datetime(pd.Series(times, dtype="str"), utc=True, format="ISO8601"),
-            EVENT_TYPE: pd.Categorical(kinds, categories=event_types),
+            EVENT_TYPE: pd.Categorical(kinds, categories=features.event_types),
         }
     )
     return leads, events
@@ -67,7 +74,7 @@ class LeadScoreModel(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        leads, events = requests_to_frames(model_input, list(self.scorer.features.event_types))
+        leads, events = requests_to_frames(model_input, self.scorer.features)
         scored = self.scorer.score(leads, events)
         scored[AS_OF] = scored[AS_OF].dt.strftime("%Y-%m-%dT%H:%M:%S%z")
         scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]
@@ -82,8 +89,11 @@ def request_example(
     max_events: int | None = 30,
 ) -> pd.DataFrame:
     """The first `n` leads in the pyfunc input form, scored 30 days after creation, with their
-    latest `max_events` events before then (all when None), as an app would send them."""
+    latest `max_events` events before then (all when None), as an app would send them.
+    Snapshot exports (no `created_at`): the rows as they are, scored now."""
     sample = leads[lead_columns].head(n).copy()
+    if CREATED_AT not in lead_columns:
+        return _as_request_values(sample)
     sample[CREATED_AT] = sample[CREATED_AT].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     as_of = leads[CREATED_AT].head(n) + pd.Timedelta(days=30)
     sample[AS_OF] = as_of.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
@@ -101,6 +111,10 @@ def request_example(
             )
         )
     sample[EVENTS_COLUMN] = cells
+    return _as_request_values(sample)
+
+
+def _as_request_values(sample: pd.DataFrame) -> pd.DataFrame:
     for column in sample.columns:
         # Ids travel as text (CRM ids are), categories as their labels.
         if isinstance(sample[column].dtype, pd.CategoricalDtype) or pd.api.types.is_integer_dtype(

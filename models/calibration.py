@@ -23,25 +23,18 @@ Method = Literal["isotonic", "sigmoid"]
 PROBABILITY_FLOOR = 1e-4
 
 
-class BoosterClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """A trained LightGBM booster seen by scikit-learn; `decision_function` is the raw score.
+class _RawScoreClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A binary classifier seen by scikit-learn through its raw log-odds `decision_function`.
 
     Calibrating the raw log-odds (not the sigmoid of it) is what Platt scaling assumes.
     """
 
-    def __init__(self, booster: lgb.Booster | None = None, num_threads: int = 1) -> None:
-        self.booster = booster
-        self.num_threads = num_threads
-
-    def fit(self, features: pd.DataFrame, labels: np.ndarray) -> BoosterClassifier:
+    def fit(self, features: pd.DataFrame, labels: np.ndarray) -> _RawScoreClassifier:
         self.classes_ = np.array([0, 1])
         return self
 
     def decision_function(self, features: pd.DataFrame) -> np.ndarray:
-        assert self.booster is not None
-        return np.asarray(
-            self.booster.predict(features, raw_score=True, num_threads=self.num_threads)
-        )
+        raise NotImplementedError
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         p = 1 / (1 + np.exp(-self.decision_function(features)))
@@ -49,6 +42,27 @@ class BoosterClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         return (self.decision_function(features) > 0).astype(int)
+
+
+class BoosterClassifier(_RawScoreClassifier):
+    """A trained LightGBM booster; `decision_function` is its raw score."""
+
+    def __init__(self, booster: lgb.Booster | None = None, num_threads: int = 1) -> None:
+        self.booster = booster
+        self.num_threads = num_threads
+
+    def decision_function(self, features: pd.DataFrame) -> np.ndarray:
+        assert self.booster is not None
+        return np.asarray(
+            self.booster.predict(features, raw_score=True, num_threads=self.num_threads)
+        )
+
+
+class ScoreColumn(_RawScoreClassifier):
+    """Raw scores computed elsewhere (e.g. out of fold): the first column of the input."""
+
+    def decision_function(self, features: pd.DataFrame) -> np.ndarray:
+        return np.asarray(features.iloc[:, 0], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -104,7 +118,7 @@ class Calibrator:
 
 
 def fit_calibrator(
-    model: BoosterClassifier, features: pd.DataFrame, labels: np.ndarray, method: Method
+    model: _RawScoreClassifier, features: pd.DataFrame, labels: np.ndarray, method: Method
 ) -> tuple[Calibrator, CalibratedClassifierCV]:
     """Fit one calibration method on a later slice the model never saw."""
     calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
@@ -113,7 +127,7 @@ def fit_calibrator(
 
 
 def choose_calibrator(
-    model: BoosterClassifier,
+    model: _RawScoreClassifier,
     features: pd.DataFrame,
     labels: np.ndarray,
     methods: list[Method],

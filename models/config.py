@@ -80,6 +80,15 @@ class PolicyConfig(_Frozen):
 
 class TrainConfig(_Frozen):
     split: SplitConfig = SplitConfig()
+    # holdout: the booster learns on the train slice and is calibrated on the calibration slice.
+    # walk_forward (for small exports, a few thousand leads): the rounds are found the same way;
+    # then the newest `walk_forward_share` of the rows before the test is cut into
+    # `walk_forward_folds` time blocks, each scored by a booster trained on every older row (only
+    # the past predicts the future, as in production), calibration learns from those scores, and
+    # the final booster learns from every row before the test. The test stays unseen by all.
+    strategy: Literal["holdout", "walk_forward"] = "holdout"
+    walk_forward_folds: int = Field(3, ge=1)
+    walk_forward_share: float = Field(0.5, gt=0, lt=1)
     lightgbm: LightGBMConfig = LightGBMConfig()
     calibration_methods: list[Literal["isotonic", "sigmoid"]] = ["isotonic", "sigmoid"]
     policy: PolicyConfig = PolicyConfig()

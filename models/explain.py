@@ -359,6 +359,10 @@ def formatters_for(config: FeatureConfig) -> dict[str, tuple[str, Formatter]]:
         out[name] = ("categorical", _labelled(name))
     for name in config.numeric_columns:
         out[name] = ("numeric", _labelled(name))
+    # Snapshot exports: aggregated behaviour columns are told apart from who the lead is.
+    for name in config.behaviour_columns:
+        if name in out:
+            out[name] = ("behaviour", out[name][1])
     if config.title_column is not None:
         out["seniority"] = ("seniority", _seniority)
         out["job_function"] = ("job_function", _job_function)

@@ -222,7 +222,7 @@ def log_and_register(
                 "best_iteration": result.best_iteration,
                 **{f"lgbm_{k}": v for k, v in config.lightgbm.model_dump().items()},
                 **{f"n_{name}": len(result.split.rows[name]) for name in SLICES},
-                **{f"start_{name}": f"{result.split.starts[name]:%Y-%m-%d}" for name in SLICES},
+                **{f"start_{name}": result.split.first[name] for name in SLICES},
             }
         )
         metrics = dict(result.evaluation.metrics)
@@ -241,13 +241,14 @@ def log_and_register(
         mlflow.log_artifacts(str(folder / "evaluation"), "evaluation")
 
         scorer.metadata["run_id"] = run.info.run_id
+        scorer.metadata["model_name"] = config.model_name
         scorer.metadata["test_metrics"] = {
             k: v for k, v in metrics.items() if k.startswith("model_") and np.isfinite(v)
         }
         scorer.save(folder / SCORER_ARTIFACT)
         example = request_example(leads, events, lead_columns_needed(scorer))
         output = LeadScorer.load(folder / SCORER_ARTIFACT).score(
-            *requests_to_frames(example, list(scorer.features.event_types))
+            *requests_to_frames(example, scorer.features)
         )
         output["reasons"] = output["reasons"].map(str)
         output[AS_OF] = output[AS_OF].astype("str")

@@ -185,7 +185,7 @@ def lead_columns_needed(scorer: LeadScorer) -> list[str]:
     config = scorer.features
     return [
         LEAD_ID,
-        CREATED_AT,
+        *([CREATED_AT] if config.source == "events" else []),
         *(
             c
             for c in (config.title_column, config.email_column, config.account_column)

@@ -16,16 +16,17 @@ SLICES = ("train", "validation", "calibration", "test")
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """Row positions of each slice and the times that bound them."""
+    """Row positions of each slice, where each starts (in words), and the times that bound them
+    (empty when rows are ordered by a number rather than a date)."""
 
     rows: dict[str, np.ndarray]
+    first: dict[str, str]
     starts: dict[str, pd.Timestamp]
     n_embargoed: int
 
     def describe(self) -> dict[str, str]:
         return {
-            name: f"{len(self.rows[name]):,} snapshots from {self.starts[name]:%Y-%m-%d}"
-            for name in SLICES
+            name: f"{len(self.rows[name]):,} snapshots from {self.first[name]}" for name in SLICES
         }
 
 
@@ -33,61 +34,92 @@ def _day(ns: int) -> str:
     return f"{pd.Timestamp(ns, tz='UTC'):%Y-%m-%d}"
 
 
-def split_by_time(as_of: pd.Series, horizon_days: int, config: SplitConfig) -> TimeSplit:
-    """Cut snapshot times into train < validation < calibration < test.
+def _slices(
+    keys: np.ndarray, embargo_width: int, config: SplitConfig, span: str
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rows of each slice for time-order `keys` (newest test last), and the embargoed rows.
 
-    The test slice is the newest `test_share` of snapshots. With the embargo on, snapshots before
-    it whose horizon reaches into it are dropped: when the model is deployed at the first test
-    time, their labels are not known yet. Train, validation and calibration then share out the
-    rest in time order, in proportion to their shares.
+    The test slice is the newest `test_share` of rows. Rows before it whose label window
+    (`embargo_width` in key units) reaches into it are dropped. Train, validation and calibration
+    share out the rest in key order, in proportion to their shares. One key value never straddles
+    two slices.
     """
-    times = as_utc_ns(as_of)
-    if len(times) == 0:
+    if len(keys) == 0:
         raise DataContractError("the training set is empty")
-    order = np.argsort(times, kind="stable")
-    sorted_times = times[order]
+    sorted_keys = np.sort(keys, kind="stable")
 
-    def cut(share_before: float) -> int:
-        # The first time at or after the quantile, so one moment never straddles two slices.
-        position = min(len(sorted_times) - 1, round(share_before * len(sorted_times)))
-        return int(sorted_times[position])
+    def cut(share_before: float) -> np.generic:
+        position = min(len(sorted_keys) - 1, round(share_before * len(sorted_keys)))
+        return sorted_keys[position]  # type: ignore[no-any-return]
 
     test_start = cut(1 - config.test_share)
-    embargoed = np.zeros(len(times), dtype=bool)
-    if config.embargo:
-        embargoed = (times < test_start) & (times + horizon_days * NS_PER_DAY > test_start)
-    # The slices before the test period share out what the embargo leaves, newest last.
-    before = sorted_times[(sorted_times < test_start) & ~embargoed[order]]
+    embargoed = np.zeros(len(keys), dtype=bool)
+    if embargo_width > 0:
+        embargoed = (keys < test_start) & (keys + embargo_width > test_start)
+    before = np.sort(keys[(keys < test_start) & ~embargoed], kind="stable")
     pre_share = 1 - config.test_share
 
-    def cut_before(share_of_all: float) -> int:
+    def cut_before(share_of_all: float) -> np.generic:
         if len(before) == 0:
             return test_start
         position = min(len(before) - 1, round(share_of_all / pre_share * len(before)))
-        return int(before[position])
+        return before[position]  # type: ignore[no-any-return]
 
     calibration_start = cut_before(pre_share - config.calibration_share)
     validation_start = cut_before(pre_share - config.calibration_share - config.validation_share)
-    bounds = {
-        "train": (np.iinfo(np.int64).min, validation_start),
-        "validation": (validation_start, calibration_start),
-        "calibration": (calibration_start, test_start),
-        "test": (test_start, np.iinfo(np.int64).max),
-    }
+    kept = ~embargoed
     rows = {
-        name: np.flatnonzero((times >= low) & (times < high) & ~embargoed)
-        for name, (low, high) in bounds.items()
+        "train": np.flatnonzero((keys < validation_start) & kept),
+        "validation": np.flatnonzero(
+            (keys >= validation_start) & (keys < calibration_start) & kept
+        ),
+        "calibration": np.flatnonzero((keys >= calibration_start) & (keys < test_start) & kept),
+        "test": np.flatnonzero(keys >= test_start),
     }
     empty = [name for name in SLICES if len(rows[name]) == 0]
     if empty:
         raise DataContractError(
             f"the {empty[0]} slice of the time split is empty",
-            hint=(
-                f"{len(times):,} snapshots from {_day(sorted_times[0])} to "
-                f"{_day(sorted_times[-1])}, horizon "
-                f"{horizon_days} days: use data over a longer period, a shorter horizon, "
-                "or other split shares"
-            ),
+            hint=f"{len(keys):,} rows {span}: use more data or other split shares",
         )
+    return rows, embargoed
+
+
+def split_by_time(as_of: pd.Series, horizon_days: int, config: SplitConfig) -> TimeSplit:
+    """Cut snapshot times into train < validation < calibration < test.
+
+    With the embargo on, snapshots before the test slice whose horizon reaches into it are
+    dropped: when the model is deployed at the first test time, their labels are not known yet.
+    """
+    times = as_utc_ns(as_of)
+    span = (
+        f"from {_day(times.min())} to {_day(times.max())}, horizon {horizon_days} days"
+        if len(times)
+        else ""
+    )
+    rows, embargoed = _slices(
+        times, horizon_days * NS_PER_DAY if config.embargo else 0, config, span
+    )
     starts = {name: pd.Timestamp(times[rows[name]].min(), tz="UTC") for name in SLICES}
-    return TimeSplit(rows=rows, starts=starts, n_embargoed=int(embargoed.sum()))
+    return TimeSplit(
+        rows=rows,
+        first={name: f"{starts[name]:%Y-%m-%d}" for name in SLICES},
+        starts=starts,
+        n_embargoed=int(embargoed.sum()),
+    )
+
+
+def split_by_order(order: np.ndarray, name: str, config: SplitConfig) -> TimeSplit:
+    """The same cut for rows ordered by a number that follows time (e.g. a lead number).
+
+    No embargo: without dates, how far a label window reaches is unknown.
+    """
+    keys = np.asarray(order)
+    span = f"by {name} from {keys.min():,g} to {keys.max():,g}" if len(keys) else ""
+    rows, _ = _slices(keys, 0, config, span)
+    return TimeSplit(
+        rows=rows,
+        first={slice_: f"{name} {keys[rows[slice_]].min():,g}" for slice_ in SLICES},
+        starts={},
+        n_embargoed=0,
+    )

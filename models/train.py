@@ -12,20 +12,26 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from features.build import feature_names
+from features.build import build_features_at, feature_names
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
 from features.pointintime import AS_OF, as_utc_ns
+from features.snapshot import SnapshotTable, empty_events
 from features.training import LABEL, make_training_set
-from features.vocabulary import LEAD_ID
-from models.calibration import PROBABILITY_FLOOR, BoosterClassifier, choose_calibrator
+from features.vocabulary import CONVERTED, LEAD_ID
+from models.calibration import (
+    PROBABILITY_FLOOR,
+    BoosterClassifier,
+    ScoreColumn,
+    choose_calibrator,
+)
 from models.config import LightGBMConfig, TrainConfig
 from models.evaluate import Evaluation, Scores, evaluate
 from models.monitoring import reference_distribution
 from models.points import RULE_MQL, RULE_SCORE, PointsRules
 from models.policy import fit_policy
 from models.scorer import LeadScorer
-from models.split import SLICES, TimeSplit, split_by_time
+from models.split import SLICES, TimeSplit, split_by_order, split_by_time
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +131,20 @@ def fix_category_levels(frame: pd.DataFrame, config: FeatureConfig) -> FeatureCo
     return config.model_copy(update={"category_levels": levels})
 
 
+@dataclass(frozen=True)
+class _Examples:
+    """What both modes hand to the fit: features and labels per snapshot, in time order keys."""
+
+    training_set: pd.DataFrame  # lead_id, as_of, the features, LABEL
+    labels: np.ndarray
+    split: TimeSplit
+    rule_scores: pd.DataFrame
+    order: np.ndarray  # time-order key per row
+    features: FeatureConfig
+    horizon_days: int
+    segment_column: str | None
+
+
 def train_lead_scorer(
     leads: pd.DataFrame,
     events: pd.DataFrame,
@@ -133,25 +153,125 @@ def train_lead_scorer(
     snapshots: SnapshotConfig,
     rules: PointsRules,
     config: TrainConfig,
+    segment_column: str | None = SEGMENT_COLUMN,
     on_step: Callable[[str], None] | None = None,
 ) -> TrainingResult:
-    """Build snapshots, split by time, fit, calibrate, set the MQL policy and evaluate."""
-
-    def step(name: str) -> None:
-        logger.info(name)
-        if on_step is not None:
-            on_step(name)
-
+    """Build snapshots from leads and events, split by time, fit, calibrate, set the MQL
+    policy and evaluate."""
+    step = _stepper(on_step)
     training_set = make_training_set(leads, events, snapshots, features)
     spine = training_set[[LEAD_ID, AS_OF]]
-    rule_scores = rules.score(spine, leads, events, features)
     labels = training_set[LABEL].to_numpy().astype(np.int64)
     check_labels(labels, None, config.min_conversions)
     split = split_by_time(training_set[AS_OF], snapshots.horizon_days, config.split)
     check_labels(labels, split, 1)
     step(f"{len(training_set):,} snapshots split by time")
+    examples = _Examples(
+        training_set=training_set,
+        labels=labels,
+        split=split,
+        rule_scores=rules.score(spine, leads, events, features),
+        order=as_utc_ns(training_set[AS_OF]),
+        features=features,
+        horizon_days=snapshots.horizon_days,
+        segment_column=segment_column,
+    )
+    return _fit_and_evaluate(examples, rules, config, step)
 
-    features = fix_category_levels(training_set, features)
+
+def train_snapshot_scorer(
+    table: SnapshotTable,
+    *,
+    rules: PointsRules,
+    config: TrainConfig,
+    horizon_days: int,
+    segment_column: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """The same fit for a snapshot export: one example per lead with a known outcome, split by
+    the export's order column (newest rows are the test)."""
+    step = _stepper(on_step)
+    known = table.leads[CONVERTED].notna().to_numpy() if CONVERTED in table.leads else None
+    if known is None:
+        raise DataContractError("a snapshot export needs its label column for training")
+    leads = table.leads[known].reset_index(drop=True)
+    order = table.order[known]
+    # Sorted by time order, as the event-mode training set is.
+    by_order = np.argsort(order, kind="stable")
+    leads, order = leads.iloc[by_order].reset_index(drop=True), order[by_order]
+    spine = leads[[LEAD_ID, AS_OF]]
+    events = empty_events(leads[LEAD_ID])
+    training_set = build_features_at(spine, leads, events, table.features)
+    training_set[LABEL] = leads[CONVERTED].to_numpy(dtype=np.int8)
+    labels = training_set[LABEL].to_numpy().astype(np.int64)
+    check_labels(labels, None, config.min_conversions)
+    split = split_by_order(order, table.order_column or "row", config.split)
+    check_labels(labels, split, 1)
+    step(f"{len(training_set):,} leads split by {table.order_column or 'file order'}")
+    examples = _Examples(
+        training_set=training_set,
+        labels=labels,
+        split=split,
+        rule_scores=rules.score(spine, leads, events, table.features),
+        order=order,
+        features=table.features,
+        horizon_days=horizon_days,
+        segment_column=segment_column,
+    )
+    return _fit_and_evaluate(examples, rules, config, step)
+
+
+def _stepper(on_step: Callable[[str], None] | None) -> Callable[[str], None]:
+    def step(name: str) -> None:
+        logger.info(name)
+        if on_step is not None:
+            on_step(name)
+
+    return step
+
+
+def _boost(
+    params: dict[str, object],
+    matrix: pd.DataFrame,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    rounds: int,
+) -> lgb.Booster:
+    return lgb.train(
+        params, lgb.Dataset(matrix.iloc[rows], labels[rows], free_raw_data=True), rounds
+    )
+
+
+def _walk_forward(
+    params: dict[str, object],
+    matrix: pd.DataFrame,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    rounds: int,
+    config: TrainConfig,
+) -> tuple[lgb.Booster, np.ndarray, np.ndarray]:
+    """A booster on all `rows` (time-ordered), and raw scores for the newest of them, each time
+    block scored by a booster trained only on the rows before it: (booster, scored rows, raw)."""
+    first = int(len(rows) * (1 - config.walk_forward_share))
+    blocks = np.array_split(np.arange(first, len(rows)), config.walk_forward_folds)
+    raw = np.concatenate(
+        [
+            _boost(params, matrix, labels, rows[: block[0]], rounds).predict(
+                matrix.iloc[rows[block]], raw_score=True
+            )
+            for block in blocks
+            if len(block)
+        ]
+    )
+    return _boost(params, matrix, labels, rows, rounds), rows[first:], raw
+
+
+def _fit_and_evaluate(
+    examples: _Examples, rules: PointsRules, config: TrainConfig, step: Callable[[str], None]
+) -> TrainingResult:
+    training_set, labels, split = examples.training_set, examples.labels, examples.split
+    rule_scores = examples.rule_scores
+    features = fix_category_levels(training_set, examples.features)
     names = feature_names(features)
     matrix = training_set[names]
     train, valid, calib, test = (split.rows[name] for name in SLICES)
@@ -166,30 +286,48 @@ def train_lead_scorer(
         valid_names=["validation"],
         callbacks=[lgb.early_stopping(config.lightgbm.early_stopping_rounds, verbose=False)],
     )
-    step(f"LightGBM trained ({booster.best_iteration} rounds)")
+    rounds = booster.best_iteration
+    step(f"LightGBM trained ({rounds} rounds)")
 
-    model = BoosterClassifier(booster, num_threads=config.lightgbm.num_threads).fit(
-        matrix.iloc[calib], labels[calib]
-    )
-    calib_order = np.argsort(as_utc_ns(training_set[AS_OF].iloc[calib]), kind="stable")
+    if config.strategy == "walk_forward":
+        before_test = np.concatenate([train, valid, calib])
+        before_test = before_test[np.argsort(examples.order[before_test], kind="stable")]
+        booster, calibration_rows, raw = _walk_forward(
+            params, matrix, labels, before_test, rounds, config
+        )
+        step(f"walked forward over {config.walk_forward_folds} time blocks, refit before the test")
+    else:
+        calibration_rows = calib
+        raw = (
+            BoosterClassifier(booster, num_threads=config.lightgbm.num_threads)
+            .fit(matrix.iloc[calib], labels[calib])
+            .decision_function(matrix.iloc[calib])
+        )
+    calibration_labels = labels[calibration_rows]
+    raw_frame = pd.DataFrame({"raw_score": raw})
     calibrator, losses = choose_calibrator(
-        model, matrix.iloc[calib], labels[calib], list(config.calibration_methods), calib_order
+        ScoreColumn().fit(raw_frame, calibration_labels),
+        raw_frame,
+        calibration_labels,
+        list(config.calibration_methods),
+        np.argsort(examples.order[calibration_rows], kind="stable"),
     )
     step(f"calibrated ({calibrator.method})")
 
-    calib_probability = calibrator.apply(model.decision_function(matrix.iloc[calib]))
+    calib_probability = calibrator.apply(raw)
+    calibration_times = as_utc_ns(training_set[AS_OF].iloc[calibration_rows])
     policy = fit_policy(
         calib_probability,
-        rule_scores[RULE_MQL].to_numpy()[calib],
-        as_utc_ns(training_set[AS_OF].iloc[calib]),
+        rule_scores[RULE_MQL].to_numpy()[calibration_rows],
+        calibration_times,
         config.policy,
     )
-    # The rules' points mapped to a probability on the same calibration slice, so that both
+    # The rules' points mapped to a probability on the same calibration rows, so that both
     # go through the same evaluation (log loss, Brier, calibration) on equal terms.
     rules_calibrator = IsotonicRegression(
         out_of_bounds="clip", y_min=PROBABILITY_FLOOR, y_max=1 - PROBABILITY_FLOOR
     )
-    rules_calibrator.fit(rule_scores[RULE_SCORE].to_numpy()[calib], labels[calib])
+    rules_calibrator.fit(rule_scores[RULE_SCORE].to_numpy()[calibration_rows], calibration_labels)
 
     scorer = LeadScorer(
         booster=booster,
@@ -197,12 +335,13 @@ def train_lead_scorer(
         policy=policy,
         rules=rules,
         features=features,
-        horizon_days=snapshots.horizon_days,
+        horizon_days=examples.horizon_days,
         feature_names=names,
         metadata={
             "trained_at": datetime.now(UTC).isoformat(),
-            "slices": {name: split.starts[name].isoformat() for name in SLICES},
-            "best_iteration": booster.best_iteration,
+            "slices": dict(split.first),
+            "strategy": config.strategy,
+            "best_iteration": rounds,
             "calibration_losses": losses,
         },
         num_threads=config.lightgbm.num_threads,
@@ -231,9 +370,10 @@ def train_lead_scorer(
             RULE_MQL: rule_scores[RULE_MQL].to_numpy()[test],
         }
     )
+    segment_column = examples.segment_column
     segment = (
-        pd.Series(training_set[SEGMENT_COLUMN].to_numpy()[test]).astype("str")
-        if SEGMENT_COLUMN in training_set.columns
+        pd.Series(training_set[segment_column].to_numpy()[test]).astype("str")
+        if segment_column is not None and segment_column in training_set.columns
         else None
     )
     evaluation = evaluate(
@@ -241,7 +381,7 @@ def train_lead_scorer(
         Scores("model", test_probability, test_frame["mql"].to_numpy()),
         Scores("rules", test_frame["rule_probability"].to_numpy(), test_frame[RULE_MQL].to_numpy()),
         segment=segment,
-        segment_name=SEGMENT_COLUMN,
+        segment_name=segment_column or "segment",
     )
     step("evaluated on the newest holdout")
     return TrainingResult(
@@ -251,5 +391,5 @@ def train_lead_scorer(
         test=test_frame,
         training_set=training_set,
         calibration_losses=losses,
-        best_iteration=booster.best_iteration,
+        best_iteration=rounds,
     )

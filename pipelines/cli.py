@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from features.build import build_features
-from features.config import DatasetConfig
+from features.config import DatasetConfig, FeatureConfig
 from features.contract import (
     DataContractError,
     load_events,
@@ -38,15 +38,22 @@ from features.simulator import (
     simulate_funnel,
     write_funnel,
 )
+from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
 from features.storage import write_table_atomic
 from features.training import LABEL, make_training_set
+from features.vocabulary import CONVERTED, LEAD_ID
 from models.leakage import leakage_findings, leakage_report
 from models.points import RULE_MQL, PointsRules
 from models.registry import load_scorer, tracking_uri, use_tracking
 from models.registry import promote as promote_version
 from pipelines.config import LeadscoreConfig, load_config
 from pipelines.monitor import build_report
-from pipelines.training import TRAINING_STEPS, TrainingRun, run_training
+from pipelines.training import (
+    TRAINING_STEPS,
+    TrainingRun,
+    run_snapshot_training,
+    run_training,
+)
 from serve.settings import ServeSettings
 
 app = typer.Typer(
@@ -283,15 +290,71 @@ def train(
     events: EventsOption = None,
     rules: RulesOption = None,
     config: ConfigOption = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse to train when the leakage check flags columns.")
+    ] = False,
 ) -> None:
-    """Train, calibrate and evaluate against the rules; log to MLflow and register the model."""
+    """Check for leakage, train, calibrate and evaluate against the rules; log to MLflow and
+    register the model."""
     settings = load_config(config)
     leads, events = _data_paths(data, leads, events)
     table = _rules(settings, rules)
     with progress_steps(total=2 + TRAINING_STEPS, description="train") as advance:
-        lead_frame, event_frame = _load(settings, leads, events, advance)
-        run = run_training(lead_frame, event_frame, settings, table, on_step=advance)
+        if settings.dataset.mode == "snapshot":
+            export = _snapshot(settings, leads)
+            advance(f"{len(export.leads):,} leads loaded")
+            labels = export.labelled[CONVERTED]
+            _check_leakage(export.labelled, labels, export.features, strict)
+            advance("leakage checked")
+            run = run_snapshot_training(export, settings, table, on_step=advance)
+        else:
+            lead_frame, event_frame = _load(settings, leads, events, advance)
+            closed = lead_frame[lead_frame[CONVERTED].notna()] if CONVERTED in lead_frame else None
+            if closed is not None and closed[CONVERTED].nunique() == 2:
+                _check_leakage(closed, closed[CONVERTED], settings.features, strict)
+            run = run_training(lead_frame, event_frame, settings, table, on_step=advance)
     _print_training(run)
+
+
+def _snapshot(
+    settings: LeadscoreConfig,
+    path: Path | None,
+    trained: FeatureConfig | None = None,
+) -> SnapshotTable:
+    leads_path, _ = _input_paths(settings.dataset, path, None)
+    return load_snapshot_table(
+        leads_path,
+        settings.dataset,
+        settings.features,
+        trained=trained,
+        require_label=trained is None,
+    )
+
+
+def _check_leakage(
+    leads: pd.DataFrame, labels: pd.Series, features: FeatureConfig, strict: bool
+) -> None:
+    """Warn about (or with --strict, refuse) the lead columns the model would learn from that
+    give the outcome away."""
+    columns = [
+        c
+        for c in (*features.categorical_columns, *features.numeric_columns, features.title_column)
+        if c is not None and c in leads.columns
+    ]
+    findings = leakage_findings(
+        leads[columns].reset_index(drop=True), labels.astype(int).reset_index(drop=True)
+    )
+    if not findings:
+        logger.info("leakage check: no column gives the outcome away")
+        return
+    flagged = ", ".join(dict.fromkeys(f"'{f.column}'" for f in findings))
+    if strict:
+        raise DataContractError(
+            f"the leakage check flags {flagged}",
+            hint="add them to dataset.exclude_columns (see `leadscore leakage`) or drop --strict",
+        )
+    for line in leakage_report(findings).splitlines():
+        logger.warning("leakage check: %s", line)
 
 
 def _print_training(run: TrainingRun) -> None:
@@ -333,7 +396,12 @@ def score(
                 hint="train one first (leadscore train) or pass --model",
             ) from exc
         advance(f"model v{scorer.model_version} loaded")
-        lead_frame, event_frame = _load(settings, input, events, advance)
+        if scorer.features.source == "snapshot":
+            export = _snapshot(settings, input, trained=scorer.features)
+            lead_frame, event_frame = export.leads, empty_events(export.leads[LEAD_ID])
+            advance(f"{len(lead_frame):,} leads loaded")
+        else:
+            lead_frame, event_frame = _load(settings, input, events, advance)
         scored = scorer.score(lead_frame, event_frame, moment)
         advance(f"{len(scored):,} leads scored")
         scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]

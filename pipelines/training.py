@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from features.snapshot import SnapshotTable, empty_events
+from features.vocabulary import LEAD_ID
 from models.points import PointsRules
 from models.registry import Registration, log_and_register
-from models.train import TrainingResult, train_lead_scorer
+from models.train import TrainingResult, train_lead_scorer, train_snapshot_scorer
 from pipelines.config import LeadscoreConfig
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,37 @@ def run_training(
         snapshots=config.snapshots,
         rules=rules,
         config=config.train,
+        segment_column=config.dataset.source_column,
         on_step=on_step,
     )
+    return register(result, leads, events, config, on_step)
+
+
+def run_snapshot_training(
+    table: SnapshotTable,
+    config: LeadscoreConfig,
+    rules: PointsRules,
+    on_step: Callable[[str], None] | None = None,
+) -> TrainingRun:
+    """The same for a snapshot export (dataset mode `snapshot`)."""
+    result = train_snapshot_scorer(
+        table,
+        rules=rules,
+        config=config.train,
+        horizon_days=config.snapshots.horizon_days,
+        segment_column=config.dataset.source_column,
+        on_step=on_step,
+    )
+    return register(result, table.leads, empty_events(table.leads[LEAD_ID]), config, on_step)
+
+
+def register(
+    result: TrainingResult,
+    leads: pd.DataFrame,
+    events: pd.DataFrame,
+    config: LeadscoreConfig,
+    on_step: Callable[[str], None] | None,
+) -> TrainingRun:
     registration = log_and_register(
         result,
         leads,
