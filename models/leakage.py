@@ -13,7 +13,7 @@ caller's job.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,10 +182,15 @@ def leakage_findings(
     return sorted(findings, key=lambda f: (f.kind, -f.score))
 
 
-def leakage_report(findings: Sequence[LeakageFinding]) -> str:
-    """Plain text, one line per finding; says so when nothing was found."""
+def leakage_report(findings: Sequence[LeakageFinding], excluded: Collection[str] = ()) -> str:
+    """Plain text, one line per finding; says so when nothing was found. Columns in `excluded`
+    (already left out of training) are marked."""
     if not findings:
         return "No leakage found."
     width = max(len(f.column) for f in findings)
-    lines = [f"{f.column:<{width}}  {f.kind:<20}  {f.detail}" for f in findings]
+    lines = [
+        f"{f.column:<{width}}  {f.kind:<20}  {f.detail}"
+        + ("  (excluded by the config)" if f.column in excluded else "")
+        for f in findings
+    ]
     return "\n".join([f"{len(findings)} possible leak(s):", *lines])

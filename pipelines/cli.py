@@ -431,23 +431,40 @@ def promote(
 @app.command()
 @user_errors_exit
 def leakage(
-    input: Annotated[Path, typer.Option("--input", help="The export to check (CSV or Parquet).")],
-    label: Annotated[str, typer.Option("--label", help="The outcome column, 0/1 or won/lost.")],
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help="The export to check (CSV or Parquet); default: the config's."
+        ),
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option("--label", help="The outcome column, 0/1 or won/lost; default: the config's."),
+    ] = None,
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Columns to leave out (ids); repeatable.")
     ] = None,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 1 when anything is flagged.")
+        bool,
+        typer.Option(
+            "--strict", help="Exit 1 when a column the config does not exclude is flagged."
+        ),
     ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Flag columns that give the outcome away: too predictive alone, filled for one class only,
-    or holding values that only exist after the outcome (sales notes, rep ratings)."""
+    or holding values that only exist after the outcome (sales notes, rep ratings). With a
+    config, the columns it already excludes are checked too and marked as such."""
     settings = load_config(config)
+    dataset = settings.dataset
+    input = input or dataset.leads_path
+    if input is None:
+        raise DataContractError("no file to check: pass --input or set dataset.leads_path")
+    label = label or dataset.lead_columns.converted
     frame = read_table(input)
     if label not in frame.columns:
         raise DataContractError(f"label column '{label}' is missing", file=input)
-    labels = map_labels(frame[label], settings.dataset, input, label)
+    labels = map_labels(frame[label], dataset, input, label)
     unknown = [c for c in exclude or [] if c not in frame.columns]
     if unknown:
         raise DataContractError(
@@ -459,13 +476,17 @@ def leakage(
             rows=np.flatnonzero(labels.isna().to_numpy()),
             hint="the check needs won/lost outcomes: filter open leads out first",
         )  # fmt: skip
-    tokens = set(settings.dataset.missing_tokens)
-    features = frame.drop(columns=[label, *(exclude or [])])
+    # The id and the order column are not features: they are left out when the config names them.
+    keys = [dataset.lead_columns.lead_id, dataset.order_column] if config is not None else []
+    skipped = {label, *(exclude or []), *(k for k in keys if k in frame.columns)}
+    tokens = set(dataset.missing_tokens)
+    features = frame.drop(columns=list(skipped))
     features = features.apply(lambda c: c.where(~c.astype("str").str.strip().isin(tokens)))
     features = features.apply(_numbers_where_all_are)
     findings = leakage_findings(features, labels.astype(int).reset_index(drop=True))
-    console.print(leakage_report(findings), highlight=False)
-    if strict and findings:
+    excluded = set(dataset.exclude_columns) if config is not None else set()
+    console.print(leakage_report(findings, excluded=excluded), highlight=False)
+    if strict and any(f.column not in excluded for f in findings):
         raise typer.Exit(code=1)
 
 

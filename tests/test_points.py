@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
 from features.pointintime import AS_OF
 from features.training import snapshot_spine
-from models.points import RULE_MQL, RULE_SCORE, PointsRules, rule_attributes
+from models.points import RULE_MQL, RULE_SCORE, PointsRules, RuleKey, rule_attributes
 from tests.conftest import START, random_funnel
 
 FEATURES = FeatureConfig()
@@ -40,20 +41,39 @@ def naive_score(
         total += points
     for attribute, table in rules.attributes.items():
         total += table.get(str(attributes[attribute]), 0.0)
+    for column, bands in rules.numbers.items():
+        value = attributes[column]
+        if pd.notna(value):
+            total += sum(band.points for band in bands if float(value) >= band.at_least)
     return total
 
 
-@pytest.mark.parametrize("half_life", [30.0, None])
-def test_vectorised_points_equal_a_plain_loop(half_life: float | None) -> None:
+NUMBERS = {"employees": [{"at_least": 50, "points": 5}, {"at_least": 500, "points": 10}]}
+
+
+def _with_employees(leads: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A numeric lead column with some missing values, for number bands."""
+    rng = np.random.default_rng(seed)
+    employees = rng.choice([3.0, 50.0, 120.0, 499.0, 500.0, 9000.0, np.nan], len(leads))
+    return leads.assign(employees=employees)
+
+
+@pytest.mark.parametrize(("half_life", "numbers"), [(30.0, NUMBERS), (None, {})])
+def test_vectorised_points_equal_a_plain_loop(
+    half_life: float | None, numbers: dict[str, list[dict[str, float]]]
+) -> None:
     funnel = random_funnel(n_leads=40, n_events=1_500, seed=21)
-    rules = PointsRules.default().model_copy(update={"half_life_days": half_life})
+    leads = _with_employees(funnel.leads, seed=21)
+    rules = PointsRules.model_validate(
+        {**PointsRules.default().model_dump(), "half_life_days": half_life, "numbers": numbers}
+    )
     spine = snapshot_spine(
-        funnel.leads,
+        leads,
         SnapshotConfig(offsets_days=[0, 5, 20, 60], horizon_days=10),
         until=START + pd.Timedelta(days=400),
     )
-    scored = rules.score(spine, funnel.leads, funnel.events, FEATURES)
-    attributes = rule_attributes(funnel.leads, FEATURES).set_index(funnel.leads["lead_id"])
+    scored = rules.score(spine, leads, funnel.events, FEATURES)
+    attributes = rule_attributes(leads, FEATURES).set_index(leads["lead_id"])
     expected = [
         naive_score(
             rules,
@@ -66,6 +86,31 @@ def test_vectorised_points_equal_a_plain_loop(half_life: float | None) -> None:
     np.testing.assert_allclose(scored[RULE_SCORE].to_numpy(), expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(scored[RULE_MQL], np.array(expected) >= rules.mql_threshold)
     assert scored[RULE_MQL].any() and not scored[RULE_MQL].all()
+    if numbers:
+        assert scored["rule_number_points"].gt(0).any()
+
+
+def test_points_by_rule_add_up_to_the_score_rule_by_rule() -> None:
+    funnel = random_funnel(n_leads=40, n_events=1_500, seed=24)
+    leads = _with_employees(funnel.leads, seed=24)
+    rules = PointsRules.model_validate({**PointsRules.default().model_dump(), "numbers": NUMBERS})
+    spine = snapshot_spine(
+        leads, SnapshotConfig(offsets_days=[0, 20], horizon_days=10), START + pd.Timedelta(days=400)
+    )
+    by_rule = rules.points_by_rule(spine, leads, funnel.events, FEATURES)
+    assert by_rule.keys == rules.rule_keys()
+    assert by_rule.points.shape == (len(spine), len(rules.rule_keys()))
+    scored = rules.score(spine, leads, funnel.events, FEATURES)
+    np.testing.assert_allclose(by_rule.points.sum(axis=1), scored[RULE_SCORE], atol=1e-9)
+    # Each column is one rule alone: a table holding only that rule scores the same.
+    key = RuleKey("attributes", "seniority", "student")
+    alone = PointsRules(mql_threshold=0, attributes={"seniority": {"student": -25}})
+    np.testing.assert_allclose(
+        by_rule.points[:, by_rule.keys.index(key)],
+        alone.score(spine, leads, funnel.events, FEATURES)[RULE_SCORE],
+    )
+    band = RuleKey("numbers", "employees", 500.0)
+    assert set(np.unique(by_rule.points[:, by_rule.keys.index(band)])) == {0.0, 10.0}
 
 
 def _one_lead(events: list[tuple[str, str]], **lead: object) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -164,6 +209,9 @@ def test_bad_rules_files_get_one_clear_message(tmp_path: Path) -> None:
     path.write_text("mql_threshold: 50\nevents:\n  email_open: {points: many}\n")
     with pytest.raises(DataContractError, match=r"rules.yaml: events.email_open.points"):
         PointsRules.from_yaml(path)
+    path.write_text("mql_threshold: 50\nnumbers:\n  TotalVisits: [{at_least: many, points: 5}]\n")
+    with pytest.raises(DataContractError, match=r"rules.yaml: numbers.TotalVisits.0.at_least"):
+        PointsRules.from_yaml(path)
     path.write_text("mql_threshold: [\n")
     with pytest.raises(DataContractError, match="cannot read the rules"):
         PointsRules.from_yaml(path)
@@ -172,3 +220,92 @@ def test_bad_rules_files_get_one_clear_message(tmp_path: Path) -> None:
     spine = pd.DataFrame({"lead_id": funnel.leads["lead_id"], AS_OF: START})
     with pytest.raises(DataContractError, match="attribute 'budget'"):
         rules.score(spine, funnel.leads, funnel.events, FEATURES)
+
+
+def _snapshot_table() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, FeatureConfig]:
+    """Snapshot mode: one row per lead with behaviour already in columns, and no event log."""
+    leads = pd.DataFrame(
+        {
+            "lead_id": [1, 2, 3, 4, 5],
+            "TotalVisits": [12.0, 3.0, 2.0, np.nan, 10.0],
+            "Lead Source": ["Google", None, "Olark Chat", "Google", np.nan],
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "lead_id": pd.Series([], dtype="int64"),
+            "ts": pd.Series([], dtype="datetime64[ns, UTC]"),
+            "event_type": pd.Series([], dtype="str"),
+        }
+    )
+    spine = pd.DataFrame({"lead_id": leads["lead_id"], AS_OF: START})
+    features = FeatureConfig(
+        categorical_columns=["Lead Source"],
+        numeric_columns=["TotalVisits"],
+        title_column=None,
+        email_column=None,
+    )
+    return spine, leads, events, features
+
+
+NUMBER_RULES_YAML = """\
+mql_threshold: 10
+numbers:
+  TotalVisits:
+    - {at_least: 3, points: 5}
+    - {at_least: 10, points: 5}   # cumulative: a lead with 12 visits gets 10
+attributes:
+  Lead Source: {Google: 2}
+"""
+
+
+def test_number_bands_add_up_and_missing_numbers_add_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(NUMBER_RULES_YAML)
+    rules = PointsRules.from_yaml(path)
+    spine, leads, events, features = _snapshot_table()
+    scored = rules.score(spine, leads, events, features)
+    # 12 visits: both bands; 3: the first (at_least includes the cut); 2: none; NaN: none.
+    assert scored["rule_number_points"].tolist() == [10, 5, 0, 0, 10]
+    assert scored[RULE_SCORE].tolist() == [12, 5, 0, 2, 10]
+    assert scored[RULE_MQL].tolist() == [True, False, False, False, True]
+    assert scored["rule_event_points"].eq(0).all()
+
+
+def test_rules_with_numbers_round_trip_and_old_tables_stay_as_they_were(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(NUMBER_RULES_YAML)
+    rules = PointsRules.from_yaml(path)
+    assert [band.at_least for band in rules.numbers["TotalVisits"]] == [3, 10]
+    path.write_text(rules.to_yaml())
+    assert PointsRules.from_yaml(path) == rules
+    assert "at_least: 3\n" in rules.to_yaml(), "whole numbers are written as marketers type them"
+    default = PointsRules.default().to_yaml()
+    assert "numbers" not in default, "tables without numbers load in versions without them"
+    assert PointsRules.model_validate(yaml.safe_load(default)) == PointsRules.default()
+
+
+def test_number_rules_on_a_missing_or_non_numeric_column_say_so() -> None:
+    spine, leads, events, features = _snapshot_table()
+    rules = PointsRules(mql_threshold=1, numbers={"Page Views": [{"at_least": 2, "points": 3}]})
+    with pytest.raises(DataContractError, match=r"number 'Page Views'.*numeric lead columns: "):
+        rules.score(spine, leads, events, features)
+    rules = PointsRules(mql_threshold=1, numbers={"Lead Source": [{"at_least": 2, "points": 3}]})
+    with pytest.raises(DataContractError, match=r"column 'Lead Source': value 'Google' is not"):
+        rules.score(spine, leads, events, features)
+
+
+def test_one_lead_profile_points_equal_the_batch_points() -> None:
+    funnel = random_funnel(n_leads=30, seed=25)
+    leads = _with_employees(funnel.leads, seed=25)
+    rules = PointsRules(
+        mql_threshold=0,
+        attributes=PointsRules.default().attributes | {"country": {"US": 3}},
+        numbers=NUMBERS,
+    )
+    spine = pd.DataFrame({"lead_id": leads["lead_id"], AS_OF: START})
+    batch = rules.score(spine, leads, funnel.events.iloc[:0], FEATURES)[RULE_SCORE]
+    values = rule_attributes(leads, FEATURES).to_dict("records")
+    one_by_one = [rules.profile_points({str(k): v for k, v in row.items()}) for row in values]
+    assert one_by_one == pytest.approx(batch.tolist())
+    assert rules.profile_points({}) == 0
