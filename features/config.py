@@ -101,6 +101,9 @@ class DatasetConfig(_Frozen):
     behaviour_columns: list[str] = []
     # Where leads come from (a lead column): results are broken down by it.
     source_column: str | None = "lead_source"
+    # What one lead from each source costs (e.g. ad spend / leads): the model-vs-rules report
+    # then gives the cost per MQL of each list.
+    cost_per_lead: dict[str, Annotated[float, Field(ge=0)]] = {}
 
     @field_validator("timezone")
     @classmethod

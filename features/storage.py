@@ -62,3 +62,10 @@ def write_tables_atomic(
 def write_table_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """Write one Parquet or CSV file atomically."""
     return write_tables_atomic({path: frame})[0]
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    """Write one text file (e.g. YAML) atomically."""
+    with atomic_paths([path]) as (temporary,):
+        temporary.write_text(text, encoding="utf-8")
+    return path

@@ -41,6 +41,7 @@ from markupsafe import Markup
 
 from features.storage import atomic_paths
 from models.evaluate import decile_table
+from models.scorer import LeadScorer
 
 logger = logging.getLogger(__name__)
 
@@ -1165,3 +1166,18 @@ def write_comparison(
             temporary.write_text(text, encoding="utf-8")
     logger.info("wrote the comparison of %d leads to %s", comparison.n_leads, out_dir)
     return paths
+
+
+def holdout_comparison(
+    holdout: pd.DataFrame, scorer: LeadScorer, cost_per_lead: Mapping[str, float] | None = None
+) -> Comparison:
+    """The comparison of a model's scored holdout (`TrainingResult.holdout`, or the copy logged
+    with the model), with the model's source column and its rules' MQL threshold."""
+    source = scorer.metadata.get("source_column")
+    source = source if source in holdout.columns else None
+    return compare_model_and_rules(
+        holdout,
+        source=source,
+        cost_per_lead=(cost_per_lead or None) if source is not None else None,
+        rules_threshold=scorer.rules.mql_threshold,
+    )

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.scorecard import ScorecardConfig
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -89,6 +91,8 @@ class TrainConfig(_Frozen):
     strategy: Literal["holdout", "walk_forward"] = "holdout"
     walk_forward_folds: int = Field(3, ge=1)
     walk_forward_share: float = Field(0.5, gt=0, lt=1)
+    # The suggested points table fitted to the model after training (logged beside it).
+    scorecard: ScorecardConfig = ScorecardConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()
     calibration_methods: list[Literal["isotonic", "sigmoid"]] = ["isotonic", "sigmoid"]
     policy: PolicyConfig = PolicyConfig()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -33,8 +34,10 @@ from features.pointintime import AS_OF
 from features.training import LABEL
 from features.vocabulary import LEAD_ID
 from models.bundle import SCORER_ARTIFACT, request_example, requests_to_frames
+from models.compare import holdout_comparison, write_comparison
 from models.config import TrainConfig
 from models.evaluate import Scores, write_artifacts
+from models.points import PointsRules
 from models.scorer import LeadScorer, lead_columns_needed
 from models.split import SLICES
 from models.train import TrainingResult
@@ -42,6 +45,10 @@ from models.train import TrainingResult
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+# Run artifacts: the holdout comparison folder, the scored holdout in it, the suggested points.
+COMPARE_ARTIFACT = "compare"
+HOLDOUT_FILE = "holdout.parquet"
+SCORECARD_FILE = "suggested_points.yaml"
 CHALLENGER = "challenger"
 TRACKING_DB = "mlflow.db"
 # Logged as a model from code; never imported here (importing it registers the model object).
@@ -180,6 +187,7 @@ def log_and_register(
     config: TrainConfig,
     run_config: dict[str, Any],
     workdir: Path,
+    cost_per_lead: dict[str, float] | None = None,
 ) -> Registration:
     """One MLflow run: config, data fingerprint, metrics, artifacts, the registered bundle.
 
@@ -239,6 +247,8 @@ def log_and_register(
             folder / "evaluation",
         )
         mlflow.log_artifacts(str(folder / "evaluation"), "evaluation")
+        scorer.metadata["cost_per_lead"] = dict(cost_per_lead or {})
+        _log_comparison(result, folder / COMPARE_ARTIFACT)
 
         scorer.metadata["run_id"] = run.info.run_id
         scorer.metadata["model_name"] = config.model_name
@@ -268,6 +278,63 @@ def log_and_register(
         reason=reason,
         champion_metrics=champion_metrics,
     )
+
+
+def _log_comparison(result: TrainingResult, folder: Path) -> None:
+    """The model-vs-rules report on the holdout, the scored holdout it comes from (for
+    `leadscore compare` and the API's /compare), and the suggested points table."""
+    scorer = result.scorer
+    comparison = holdout_comparison(
+        result.holdout, scorer, scorer.metadata.get("cost_per_lead") or None
+    )
+    write_comparison(comparison, folder)
+    holdout = result.holdout.assign(reasons=[json.dumps(r) for r in result.holdout["reasons"]])
+    holdout.to_parquet(folder / HOLDOUT_FILE, index=False)
+    mlflow.log_artifacts(str(folder), COMPARE_ARTIFACT)
+    if result.scorecard is not None and result.scorecard_report is not None:
+        mlflow.log_text(result.scorecard.to_yaml(), SCORECARD_FILE)
+        mlflow.log_metrics(
+            {
+                f"scorecard_{key}": float(value)
+                for key, value in result.scorecard_report.as_dict().items()
+                if isinstance(value, int | float) and np.isfinite(value)
+            }
+        )
+
+
+def _run_artifact(scorer: LeadScorer, path: str, folder: Path) -> Path:
+    run_id = scorer.metadata.get("run_id")
+    if not run_id:
+        raise DataContractError("this model was not logged by `leadscore train`: no MLflow run")
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=str(run_id), artifact_path=path, dst_path=str(folder)
+            )
+        )
+    except (MlflowException, OSError) as exc:
+        raise DataContractError(
+            f"model v{scorer.model_version} has no '{path}' in its run {run_id}",
+            hint="models trained by an older version lack it: train again",
+        ) from exc
+
+
+def load_holdout(scorer: LeadScorer) -> pd.DataFrame:
+    """The scored holdout logged with a model (each holdout lead once, with its outcome)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _run_artifact(scorer, f"{COMPARE_ARTIFACT}/{HOLDOUT_FILE}", Path(tmp))
+        holdout = pd.read_parquet(path)
+    holdout["reasons"] = [json.loads(r) for r in holdout["reasons"]]
+    return holdout
+
+
+def load_suggested_points(scorer: LeadScorer) -> tuple[PointsRules, dict[str, float]]:
+    """The suggested points table logged with a model, and its scorecard_* holdout metrics."""
+    with tempfile.TemporaryDirectory() as tmp:
+        table = PointsRules.from_yaml(_run_artifact(scorer, SCORECARD_FILE, Path(tmp)))
+    metrics = MlflowClient().get_run(str(scorer.metadata["run_id"])).data.metrics
+    prefix = "scorecard_"
+    return table, {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
 
 
 def _log_bundle(

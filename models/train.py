@@ -30,6 +30,7 @@ from models.evaluate import Evaluation, Scores, evaluate
 from models.monitoring import reference_distribution
 from models.points import RULE_MQL, RULE_SCORE, PointsRules
 from models.policy import fit_policy
+from models.scorecard import ScorecardReport, fit_scorecard, scorecard_report
 from models.scorer import LeadScorer
 from models.split import SLICES, TimeSplit, split_by_order, split_by_time
 
@@ -51,6 +52,13 @@ class TrainingResult:
     training_set: pd.DataFrame
     calibration_losses: dict[str, float]
     best_iteration: int
+    # Each holdout lead once (its first holdout snapshot), scored as served, with its outcome:
+    # the model-vs-rules comparison is made from it.
+    holdout: pd.DataFrame
+    # The suggested points table (fitted to the model's calibration-slice probabilities) and how
+    # it does on the holdout; None when no rule candidate applies.
+    scorecard: PointsRules | None
+    scorecard_report: ScorecardReport | None
 
 
 def check_labels(labels: np.ndarray, split: TimeSplit | None, min_conversions: int) -> None:
@@ -143,6 +151,8 @@ class _Examples:
     features: FeatureConfig
     horizon_days: int
     segment_column: str | None
+    leads: pd.DataFrame
+    events: pd.DataFrame
 
 
 def train_lead_scorer(
@@ -175,6 +185,8 @@ def train_lead_scorer(
         features=features,
         horizon_days=snapshots.horizon_days,
         segment_column=segment_column,
+        leads=leads,
+        events=events,
     )
     return _fit_and_evaluate(examples, rules, config, step)
 
@@ -217,6 +229,8 @@ def train_snapshot_scorer(
         features=table.features,
         horizon_days=horizon_days,
         segment_column=segment_column,
+        leads=leads,
+        events=events,
     )
     return _fit_and_evaluate(examples, rules, config, step)
 
@@ -384,6 +398,19 @@ def _fit_and_evaluate(
         segment_name=segment_column or "segment",
     )
     step("evaluated on the newest holdout")
+    holdout = _holdout_leads(scorer, training_set, test, labels, rule_scores, segment_column)
+    spine = training_set[[LEAD_ID, AS_OF]]
+    scorecard, scorecard_summary = _suggest_points(
+        examples,
+        spine.iloc[calibration_rows],
+        calib_probability,
+        float(policy.mql(calib_probability).mean()),
+        spine.iloc[test],
+        labels[test],
+        test_probability,
+        scorer,
+        config,
+    )
     return TrainingResult(
         scorer=scorer,
         evaluation=evaluation,
@@ -392,4 +419,92 @@ def _fit_and_evaluate(
         training_set=training_set,
         calibration_losses=losses,
         best_iteration=rounds,
+        holdout=holdout,
+        scorecard=scorecard,
+        scorecard_report=scorecard_summary,
     )
+
+
+# The comparison page embeds every lead it shows: the newest this many holdout leads.
+HOLDOUT_LEADS_SHOWN = 20_000
+
+
+def _holdout_leads(
+    scorer: LeadScorer,
+    training_set: pd.DataFrame,
+    test: np.ndarray,
+    labels: np.ndarray,
+    rule_scores: pd.DataFrame,
+    segment_column: str | None,
+) -> pd.DataFrame:
+    """Each holdout lead once, at its first holdout snapshot, scored the way it is served."""
+    first = ~pd.Series(training_set[LEAD_ID].to_numpy()[test]).duplicated().to_numpy()
+    rows = test[first][-HOLDOUT_LEADS_SHOWN:]
+    features = training_set.iloc[rows]
+    probability = scorer.probabilities(features)
+    frame = pd.DataFrame(
+        {
+            LEAD_ID: features[LEAD_ID].to_numpy(),
+            AS_OF: features[AS_OF].array,
+            "probability": probability,
+            "mql": scorer.policy.mql(probability),
+            "tier": scorer.policy.tiers(probability),
+            "threshold": scorer.policy.threshold,
+            RULE_SCORE: rule_scores[RULE_SCORE].to_numpy()[rows],
+            RULE_MQL: rule_scores[RULE_MQL].to_numpy()[rows],
+            "reasons": scorer.reasons(features),
+            CONVERTED: labels[rows],
+        }
+    )
+    if segment_column is not None and segment_column in training_set.columns:
+        frame[segment_column] = features[segment_column].astype("str").to_numpy()
+        frame.loc[features[segment_column].isna().to_numpy(), segment_column] = None
+        scorer.metadata["source_column"] = segment_column
+    return frame
+
+
+def _suggest_points(
+    examples: _Examples,
+    fit_spine: pd.DataFrame,
+    fit_probability: np.ndarray,
+    mql_share: float,
+    test_spine: pd.DataFrame,
+    test_labels: np.ndarray,
+    test_probability: np.ndarray,
+    scorer: LeadScorer,
+    config: TrainConfig,
+) -> tuple[PointsRules | None, ScorecardReport | None]:
+    """Fit the suggested points table on rows the model was not trained on (calibration) and
+    judge it on the holdout."""
+    if not 0 < mql_share < 1:
+        logger.warning("no suggested points table: the model marks no lead (or every lead) MQL")
+        return None, None
+    try:
+        scorecard = fit_scorecard(
+            fit_spine,
+            examples.leads,
+            examples.events,
+            scorer.features,
+            fit_probability,
+            mql_share,
+            config.scorecard,
+        )
+    except DataContractError as exc:
+        logger.warning("no suggested points table: %s", exc)
+        return None, None
+    report = scorecard_report(
+        scorecard,
+        test_spine,
+        examples.leads,
+        examples.events,
+        scorer.features,
+        test_labels,
+        test_probability,
+        rules=scorer.rules,
+    )
+    logger.info(
+        "suggested points table: %d rules, keeps %.0f%% of the model's lift on the holdout",
+        report.n_rules,
+        100 * report.lift_kept,
+    )
+    return scorecard, report

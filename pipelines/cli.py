@@ -39,13 +39,21 @@ from features.simulator import (
     write_funnel,
 )
 from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
-from features.storage import write_table_atomic
+from features.storage import write_table_atomic, write_text_atomic
 from features.training import LABEL, make_training_set
 from features.vocabulary import CONVERTED, LEAD_ID
+from models.compare import headline, holdout_comparison, write_comparison
 from models.leakage import leakage_findings, leakage_report
 from models.points import RULE_MQL, PointsRules
-from models.registry import load_scorer, tracking_uri, use_tracking
+from models.registry import (
+    load_holdout,
+    load_scorer,
+    load_suggested_points,
+    tracking_uri,
+    use_tracking,
+)
 from models.registry import promote as promote_version
+from models.scorer import LeadScorer
 from pipelines.config import LeadscoreConfig, load_config
 from pipelines.monitor import build_report
 from pipelines.training import (
@@ -320,6 +328,7 @@ def _snapshot(
     settings: LeadscoreConfig,
     path: Path | None,
     trained: FeatureConfig | None = None,
+    labelled: bool | None = None,
 ) -> SnapshotTable:
     leads_path, _ = _input_paths(settings.dataset, path, None)
     return load_snapshot_table(
@@ -327,7 +336,7 @@ def _snapshot(
         settings.dataset,
         settings.features,
         trained=trained,
-        require_label=trained is None,
+        require_label=trained is None if labelled is None else labelled,
     )
 
 
@@ -385,16 +394,8 @@ def score(
     """Score leads through the registered pyfunc bundle: the same path the API serves."""
     settings = load_config(config)
     moment = None if as_of is None else _parse_as_of(as_of)
-    use_tracking(settings.workdir)
-    uri = model or f"models:/{settings.train.model_name}@champion"
     with progress_steps(total=5, description="score") as advance:
-        try:
-            scorer = load_scorer(uri)
-        except MlflowException as exc:
-            raise DataContractError(
-                f"cannot load model {uri}: {str(exc).splitlines()[0]}",
-                hint="train one first (leadscore train) or pass --model",
-            ) from exc
+        scorer = _registered_scorer(settings, model)
         advance(f"model v{scorer.model_version} loaded")
         if scorer.features.source == "snapshot":
             export = _snapshot(settings, input, trained=scorer.features)
@@ -411,6 +412,93 @@ def score(
         f"{int(scored['mql'].sum()):,} MQLs (threshold {scorer.policy.threshold:.3f}), "
         f"{int(scored[RULE_MQL].sum()):,} rule MQLs -> {output}"
     )
+
+
+def _registered_scorer(settings: LeadscoreConfig, model: str | None) -> LeadScorer:
+    use_tracking(settings.workdir)
+    uri = model or f"models:/{settings.train.model_name}@champion"
+    try:
+        return load_scorer(uri)
+    except MlflowException as exc:
+        raise DataContractError(
+            f"cannot load model {uri}: {str(exc).splitlines()[0]}",
+            hint="train one first (leadscore train) or pass --model",
+        ) from exc
+
+
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
+]
+
+
+@app.command()
+@user_errors_exit
+def compare(
+    out: Annotated[Path, typer.Option("--out", help="Folder for compare.html and the CSV lists.")],
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="A labelled snapshot export to compare on (snapshot-mode models); default: "
+            "the model's own holdout, the newest leads it never learned from.",
+        ),
+    ] = None,
+    model: ModelOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Model MQL list vs rules MQL list, at equal volume and at each one's own threshold: an HTML
+    report for marketers and CSV lists, each lead with its reasons."""
+    settings = load_config(config)
+    scorer = _registered_scorer(settings, model)
+    if input is None:
+        scored = load_holdout(scorer)
+        where = f"the holdout of v{scorer.model_version}"
+    elif scorer.features.source == "snapshot":
+        export = _snapshot(settings, input, trained=scorer.features, labelled=True)
+        leads = export.labelled
+        scored = scorer.score(leads, empty_events(leads[LEAD_ID]))
+        scored[CONVERTED] = leads[CONVERTED].to_numpy(dtype=np.int64)
+        source = scorer.metadata.get("source_column")
+        if source in leads.columns:
+            scored[source] = leads[source].to_numpy()
+        where = str(input)
+    else:
+        raise DataContractError(
+            "--input compares on a snapshot export; this model learned from events",
+            hint="leave --input out to compare on the model's own holdout",
+        )
+    cost = settings.dataset.cost_per_lead or scorer.metadata.get("cost_per_lead") or None
+    comparison = holdout_comparison(scored, scorer, cost)
+    paths = write_comparison(comparison, out, title=f"Model vs rules: {where}")
+    console.print(headline(comparison.equal_volume), highlight=False)
+    console.print(f"report and lists -> {paths[0].parent}/ ({paths[0].name} and CSVs)")
+
+
+@app.command()
+@user_errors_exit
+def scorecard(
+    out: Annotated[Path, typer.Option("--out", help="The suggested points table (YAML).")],
+    model: ModelOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export the suggested points table fitted to the model at training: a sparse integer
+    table in the rules format, to load into a marketing-automation tool."""
+    settings = load_config(config)
+    scorer = _registered_scorer(settings, model)
+    table, metrics = load_suggested_points(scorer)
+    write_text_atomic(table.to_yaml(), out)
+    console.print(
+        f"{len(table.rule_keys())} rules, MQL at {table.mql_threshold:g} points -> {out}",
+        highlight=False,
+    )
+    if metrics:
+        console.print(
+            f"on the holdout: ROC AUC {metrics.get('scorecard_roc_auc', float('nan')):.3f} "
+            f"(model {metrics.get('model_roc_auc', float('nan')):.3f}, current rules "
+            f"{metrics.get('rules_roc_auc', float('nan')):.3f}); at equal volume it keeps "
+            f"{metrics.get('lift_kept', float('nan')):.0%} of the model's lift",
+            highlight=False,
+        )
 
 
 @app.command()

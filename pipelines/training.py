@@ -79,6 +79,7 @@ def register(
         config=config.train,
         run_config=config.model_dump(mode="json"),
         workdir=config.workdir,
+        cost_per_lead=config.dataset.cost_per_lead,
     )
     if on_step is not None:
         on_step(f"registered v{registration.version} as {registration.alias}")

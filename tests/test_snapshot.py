@@ -241,6 +241,38 @@ def test_cli_trains_checks_leakage_and_scores_a_snapshot_export(
     scores = pd.read_csv(out)
     assert len(scores) == 200 and scores["probability"].between(0, 1).all()
 
+    # The model-vs-rules report on the model's own holdout (the newest 20% by Number).
+    report = tmp_path / "report"
+    done = runner.invoke(app, ["compare", "-c", str(config_file), "--out", str(report)])
+    assert done.exit_code == 0, done.output
+    assert "leads the model would pass to sales" in " ".join(done.output.split())
+    html = (report / "compare.html").read_text()
+    assert "Source" in html and "Referral" in html
+    rules_list = pd.read_csv(report / "rules_mql_list.csv")
+    everyone = pd.read_csv(report / "all_leads.csv")
+    assert len(everyone) == pytest.approx(0.2 * N, abs=2)
+    assert set(rules_list["lead_id"]) <= set(everyone["lead_id"])
+    newest = pd.read_csv(export_csv).nlargest(len(everyone), "Number")["Prospect"]
+    assert set(everyone["lead_id"]) == set(newest)
+
+    # The suggested points table loads as rules and scores the export.
+    points = tmp_path / "points.yaml"
+    done = runner.invoke(app, ["scorecard", "-c", str(config_file), "--out", str(points)])
+    assert done.exit_code == 0, done.output
+    assert "of the model's lift" in " ".join(done.output.split())
+    table = PointsRules.from_yaml(points)
+    assert table.rule_keys() and all(float(p).is_integer() for p in _all_points(table))
+    done = runner.invoke(app, ["train", "-c", str(config_file), "--rules", str(points), "--strict"])
+    assert done.exit_code == 0, done.output
+
+
+def _all_points(table: PointsRules) -> list[float]:
+    return [
+        *(e.points for e in table.events.values()),
+        *(p for values in table.attributes.values() for p in values.values()),
+        *(band.points for bands in table.numbers.values() for band in bands),
+    ]
+
 
 def test_cli_strict_refuses_a_leaky_column_and_writes_nothing(
     config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
