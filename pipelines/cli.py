@@ -375,6 +375,14 @@ def _print_training(run: TrainingRun) -> None:
         f"MLflow run {registration.run_id}",
         highlight=False,
     )
+    report = run.result.scorecard_report
+    if report is not None:
+        console.print(
+            f"suggested points table: {report.n_rules} rules, ROC AUC "
+            f"{report.scorecard_roc_auc:.3f}, keeps {report.lift_kept:.0%} of the model's lift "
+            "at equal volume (export it with `leadscore scorecard --out points.yaml`)",
+            highlight=False,
+        )
 
 
 @app.command()

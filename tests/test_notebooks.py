@@ -35,11 +35,9 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["01-train-and-evaluate.ipynb"])
-def test_notebook_runs(name: str, trained_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LEADSCORE_WORKDIR", str(trained_store))
-    monkeypatch.setenv("LEADSCORE_DATA", str(trained_store / "data"))
+def _run(name: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
+    monkeypatch.setenv("LEADSCORE_WORKDIR", str(workdir))
+    monkeypatch.setenv("LEADSCORE_DATA", str(workdir / "data"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(
@@ -48,19 +46,42 @@ def test_notebook_runs(name: str, trained_store: Path, monkeypatch: pytest.Monke
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     ).execute()
-    outputs = "".join(
-        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
-    assert "At the rules' MQL volume" in outputs
-    assert "open leads at" in outputs and "   +" in outputs
-    images = [
+    return notebook
+
+
+def _outputs(notebook: nbformat.NotebookNode, kind: str | None = None) -> list[dict[str, object]]:
+    return [
         output
         for cell in notebook.cells
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
-        if "image/png" in output.get("data", {})
+        if kind is None or kind in output.get("data", {})
     ]
-    assert len(images) == 2
+
+
+def _text(notebook: nbformat.NotebookNode) -> str:
+    return "".join(
+        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))  # type: ignore[attr-defined]
+        for output in _outputs(notebook)
+    )
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_notebook_runs(
+    trained_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notebook = _run("01-train-and-evaluate.ipynb", trained_store, monkeypatch)
+    outputs = _text(notebook)
+    assert "At the rules' MQL volume" in outputs
+    assert "open leads at" in outputs and "   +" in outputs
+    assert len(_outputs(notebook, "image/png")) == 2
+
+
+@pytest.mark.slow
+def test_model_vs_rules_notebook_runs(trained_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = _run("02-model-vs-rules.ipynb", trained_store, monkeypatch)
+    outputs = _text(notebook)
+    assert "leads the model would pass to sales" in outputs
+    assert "of the model's lift" in outputs and "mql_threshold:" in outputs
+    html = "".join(str(o["data"]["text/html"]) for o in _outputs(notebook, "text/html"))  # type: ignore[index]
+    assert "<svg" in html and "reasons_for" in html
