@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 
+from features.contract import DataContractError
+from models.compare import Comparison, comparison_html, holdout_comparison
 from models.fastpath import FastLeadScorer
-from models.registry import load_scorer
+from models.registry import load_holdout, load_scorer
 from models.scorer import LeadScorer
 
 logger = logging.getLogger(__name__)
@@ -19,9 +21,30 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LoadedModel:
     scorer: LeadScorer
-    fast: FastLeadScorer | None  # None when the model needs the batch path (account features)
+    # None when the model needs the batch path (account features, snapshot exports)
+    fast: FastLeadScorer | None
     version: str
     loaded_at: datetime
+    # The model-vs-rules comparison on the model's holdout, and its page; None when the model's
+    # run has no logged holdout.
+    comparison: Comparison | None = None
+    comparison_page: str | None = None
+
+
+def holdout_page(scorer: LeadScorer, name: str) -> tuple[Comparison | None, str | None]:
+    """The comparison of the model's logged holdout and its HTML page, built once per model."""
+    try:
+        holdout = load_holdout(scorer)
+    except DataContractError as exc:
+        logger.warning("no /compare page for %s v%s: %s", name, scorer.model_version, exc)
+        return None, None
+    comparison = holdout_comparison(holdout, scorer, scorer.metadata.get("cost_per_lead") or None)
+    page = comparison_html(
+        comparison,
+        title=f"{name} v{scorer.model_version}: model vs rules on its holdout",
+        csv_href="compare.csv",
+    )
+    return comparison, page
 
 
 class ModelHolder:
@@ -46,11 +69,14 @@ class ModelHolder:
                 return False
             scorer = load_scorer(f"models:/{self.name}/{version}")
             scorer.num_threads = self.predict_threads
-            try:
-                fast: FastLeadScorer | None = FastLeadScorer(scorer)
-            except ValueError:
-                fast = None
+            fast: FastLeadScorer | None = None
+            if scorer.features.source == "events":
+                try:
+                    fast = FastLeadScorer(scorer)
+                except ValueError:
+                    fast = None
+            comparison, page = holdout_page(scorer, self.name)
             previous = self.current.version if self.current else None
-            self.current = LoadedModel(scorer, fast, version, datetime.now(UTC))
+            self.current = LoadedModel(scorer, fast, version, datetime.now(UTC), comparison, page)
             logger.info("serving %s v%s (was %s)", self.name, version, previous)
             return True

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,29 +12,10 @@ from mlflow import MlflowClient
 
 from models.registry import CHAMPION, use_tracking
 from tests.conftest import train_into_store
+from tests.server import serving, wait_for
 from tests.test_serve import lead_payload
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait(url: str, server: subprocess.Popen[bytes], seconds: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None, "the server exited"
-        assert time.monotonic() < deadline, f"{url} never answered 200"
-        time.sleep(0.2)
 
 
 def test_serve_predict_hot_swap_and_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,30 +26,13 @@ def test_serve_predict_hot_swap_and_stop(tmp_path: Path, monkeypatch: pytest.Mon
     registry = MlflowClient()
     registry.set_registered_model_alias("leadscore", CHAMPION, first.registration.version)
 
-    port = _free_port()
     env = {
-        **os.environ,
         "LEADSCORE_SERVE_RELOAD_INTERVAL_SECONDS": "0.5",
         "LEADSCORE_SERVE_PREDICTION_LOG_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipelines",
-            "serve",
-            "--port",
-            str(port),
-            "--workdir",
-            str(tmp_path),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        ready = _wait(f"{base}/ready", server)
+    with serving(tmp_path, env) as server:
+        base = server.base
+        ready = wait_for(f"{base}/ready", server.process)
         assert ready.json()["model_version"] == first.registration.version
         payload = lead_payload(funnel, 3)
         answer = httpx.post(f"{base}/predict", json=payload, timeout=10).json()["predictions"][0]
@@ -104,14 +64,7 @@ def test_serve_predict_hot_swap_and_stop(tmp_path: Path, monkeypatch: pytest.Mon
             worker.join()
         assert statuses and set(statuses) == {200}
         assert versions == {first.registration.version, second.registration.version}
-    finally:
-        server.terminate()
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
-    log = server.stderr.read().decode() if server.stderr else ""
+    log, code = server.log, server.exit_code
     # Uvicorn shuts down gracefully on SIGTERM, then re-raises it: -15 is a clean stop.
     assert code in (0, -15) and "Application shutdown complete" in log, log[-2000:]
     assert "prediction log closed" in log and "0 dropped" in log
