@@ -40,7 +40,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from features.storage import atomic_paths
-from models.evaluate import decile_table
+from models.evaluate import decile_table, list_groups
 from models.scorer import LeadScorer
 
 logger = logging.getLogger(__name__)
@@ -307,15 +307,7 @@ def _group(mask: BoolArray, y: IntArray, base_rate: float) -> Group:
 def _list_comparison(
     basis: str, model: BoolArray, rules: BoolArray, y: IntArray, base_rate: float
 ) -> ListComparison:
-    groups = {
-        "model": model,
-        "rules": rules,
-        "both": model & rules,
-        "model_only": model & ~rules,
-        "rules_only": rules & ~model,
-        "neither": ~model & ~rules,
-    }
-    made = {name: _group(mask, y, base_rate) for name, mask in groups.items()}
+    made = {name: _group(mask, y, base_rate) for name, mask in list_groups(model, rules).items()}
     return ListComparison(
         basis=basis,
         **made,

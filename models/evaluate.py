@@ -351,6 +351,18 @@ def top_k(score: npt.ArrayLike, k: int) -> BoolArray:
 LIST_GROUPS = ("model", "rules", "both", "model_only", "rules_only", "neither")
 
 
+def list_groups(model: BoolArray, rules: BoolArray) -> dict[str, BoolArray]:
+    """Membership of each of LIST_GROUPS, from the two lists' flags."""
+    return {
+        "model": model,
+        "rules": rules,
+        "both": model & rules,
+        "model_only": model & ~rules,
+        "rules_only": rules & ~model,
+        "neither": ~model & ~rules,
+    }
+
+
 def compare_lists(
     y: npt.ArrayLike, model_mql: npt.ArrayLike, rules_mql: npt.ArrayLike
 ) -> dict[str, float]:
@@ -365,14 +377,7 @@ def compare_lists(
     labels = _labels(y)
     model = _flags(model_mql, len(labels), "model_mql")
     rules = _flags(rules_mql, len(labels), "rules_mql")
-    groups = {
-        "model": model,
-        "rules": rules,
-        "both": model & rules,
-        "model_only": model & ~rules,
-        "rules_only": rules & ~model,
-        "neither": ~model & ~rules,
-    }
+    groups = list_groups(model, rules)
     out: dict[str, float] = {}
     for group, mask in groups.items():
         count = int(mask.sum())
