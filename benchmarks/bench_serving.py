@@ -567,7 +567,9 @@ def _report(
         "`leadscore serve` (defaults: 1 uvicorn worker; `OMP_NUM_THREADS=1`, reload off, "
         "prediction log on in SQLite) and `mlflow models serve -m models:/leadscore@champion "
         "--env-manager local` (its defaults: 1 worker). Both compute features, calibration, "
-        "MQL and tier, rule-based points and reasons.",
+        "MQL and tier, rule-based points and reasons, with the same scoring code (`LeadScorer`, "
+        "which the pyfunc bundle calls too): a faster scorer speeds up both, and the ratios "
+        "measure the serving around it.",
         f"Single requests carry one lead with {EVENTS_PER_LEAD} events (wrk cycles over "
         f"{SINGLE_LEADS} such leads); each row is {args.seconds:g} s of wrk after a "
         f"{args.warmup:g} s warm-up. The batch is {n_batch:,} leads "

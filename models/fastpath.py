@@ -53,6 +53,8 @@ class FastLeadScorer:
         if config.account_column is not None:
             raise ValueError("account features need the account's other leads: use LeadScorer")
         self.scorer = scorer
+        # Built here, when the model loads, rather than on the first request.
+        self.tables = scorer.contribution_tables
         self.names = list(scorer.feature_names)
         self.position = {name: i for i, name in enumerate(self.names)}
         self.types = {kind: i for i, kind in enumerate(config.event_types)}
@@ -227,13 +229,13 @@ class FastLeadScorer:
         created_ns = int(pd.Timestamp(lead["created_at"]).value)
         fit, attributes = self._fit(lead)
         row, shown = self.features(fit, events, as_of_ns, created_ns)
-        raw = scorer.booster.predict(row, raw_score=True, num_threads=1)
-        probability = float(scorer.calibrator.apply(np.asarray(raw))[0])
+        # As LeadScorer.raw_scores: the score is the sum of the contributions, bit for bit.
+        contributions = self.tables.predict(row)
+        probability = float(scorer.calibrator.apply(contributions.sum(axis=1))[0])
         rule_score = self.rule_score(attributes, events, as_of_ns)
         reasons: dict[str, list[dict[str, object]]] = {"for": [], "against": []}
         if with_reasons:
-            contributions = scorer.booster.predict(row, pred_contrib=True, num_threads=1)[0]
-            found = scorer.reason_writer.reasons(contributions, shown)
+            found = scorer.reason_writer.reasons(contributions[0], shown)
             reasons = {side: [r.as_dict() for r in items] for side, items in found.items()}
         monitored = scorer.metadata.get("monitored_features", [])
         return {

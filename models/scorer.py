@@ -24,6 +24,7 @@ from models.calibration import Calibrator
 from models.explain import ReasonWriter
 from models.points import RULE_MQL, RULE_SCORE, PointsRules
 from models.policy import MQLPolicy
+from models.treecontrib import ContributionTables, build_tables, lightgbm_matrix
 
 SCORE_COLUMNS: tuple[str, ...] = (
     LEAD_ID,
@@ -66,41 +67,56 @@ class LeadScorer:
     ) -> pd.DataFrame:
         return build_features_at(spine, leads, events, self.features)
 
-    def raw_scores(self, features: pd.DataFrame) -> np.ndarray:
-        return np.asarray(
-            self.booster.predict(
-                features[self.feature_names], raw_score=True, num_threads=self.num_threads
-            )
-        )
+    @cached_property
+    def contribution_tables(self) -> ContributionTables:
+        """LightGBM's pred_contrib, exactly, from tables built once per model (well under a
+        second): many times faster than TreeSHAP per row (models.treecontrib)."""
+        return build_tables(self.booster)
 
-    def probabilities(self, features: pd.DataFrame) -> np.ndarray:
-        return self.calibrator.apply(self.raw_scores(features))
+    def contributions(self, features: pd.DataFrame) -> np.ndarray:
+        """Per row, each feature's raw log-odds contribution, then the bias (as pred_contrib)."""
+        matrix = lightgbm_matrix(self.booster, features[self.feature_names])
+        return np.asarray(self.contribution_tables.predict(matrix))
 
-    def reasons(self, features: pd.DataFrame) -> list[dict[str, list[dict[str, object]]]]:
-        contributions = self.booster.predict(
-            features[self.feature_names], pred_contrib=True, num_threads=self.num_threads
-        )
+    def raw_scores(
+        self, features: pd.DataFrame, contributions: np.ndarray | None = None
+    ) -> np.ndarray:
+        # The sum of the contributions (bias included): one definition of the score for every
+        # path, and free once the reasons need the contributions anyway.
+        if contributions is None:
+            contributions = self.contributions(features)
+        return np.asarray(contributions.sum(axis=1))
+
+    def probabilities(
+        self, features: pd.DataFrame, contributions: np.ndarray | None = None
+    ) -> np.ndarray:
+        return self.calibrator.apply(self.raw_scores(features, contributions))
+
+    def reasons(
+        self, features: pd.DataFrame, contributions: np.ndarray | None = None
+    ) -> list[dict[str, list[dict[str, object]]]]:
+        if contributions is None:
+            contributions = self.contributions(features)
         return [
             {side: [reason.as_dict() for reason in found] for side, found in lead.items()}
             for lead in self.reason_writer.reasons_batch(
-                np.asarray(contributions), features[self.feature_names]
+                contributions, features[self.feature_names]
             )
         ]
 
-    def score_snapshots(
+    def score_features(
         self,
-        spine: pd.DataFrame,
-        leads: pd.DataFrame,
-        events: pd.DataFrame,
+        features: pd.DataFrame,
+        rules: pd.DataFrame,
         *,
         with_reasons: bool = True,
         with_monitored: bool = False,
     ) -> pd.DataFrame:
-        """Scores for each (lead_id, as_of) of `spine`, in spine order (columns SCORE_COLUMNS;
-        with `with_monitored`, also `features`: the monitored feature values, for the log)."""
-        features = self.feature_frame(spine, leads, events)
-        probability = self.probabilities(features)
-        rules = self.rules.score(spine, leads, events, self.features)
+        """Scores (columns SCORE_COLUMNS) of built feature rows and their rules' points, in
+        order; with `with_monitored`, also `features`: the monitored feature values, for the
+        log."""
+        contributions = self.contributions(features)
+        probability = self.probabilities(features, contributions)
         scored = pd.DataFrame(
             {
                 LEAD_ID: features[LEAD_ID].to_numpy(),
@@ -111,7 +127,7 @@ class LeadScorer:
                 "threshold": self.policy.threshold,
                 RULE_SCORE: rules[RULE_SCORE].to_numpy(),
                 RULE_MQL: rules[RULE_MQL].to_numpy(),
-                "reasons": self.reasons(features) if with_reasons else None,
+                "reasons": self.reasons(features, contributions) if with_reasons else None,
                 "model_version": self.model_version,
             }
         )
@@ -121,6 +137,23 @@ class LeadScorer:
                 features[monitored].to_dict("records"), index=scored.index, dtype=object
             )
         return scored
+
+    def score_snapshots(
+        self,
+        spine: pd.DataFrame,
+        leads: pd.DataFrame,
+        events: pd.DataFrame,
+        *,
+        with_reasons: bool = True,
+        with_monitored: bool = False,
+    ) -> pd.DataFrame:
+        """Scores for each (lead_id, as_of) of `spine`, in spine order: see `score_features`."""
+        return self.score_features(
+            self.feature_frame(spine, leads, events),
+            self.rules.score(spine, leads, events, self.features),
+            with_reasons=with_reasons,
+            with_monitored=with_monitored,
+        )
 
     def score(
         self,

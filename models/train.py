@@ -441,21 +441,8 @@ def _holdout_leads(
     first = ~pd.Series(training_set[LEAD_ID].to_numpy()[test]).duplicated().to_numpy()
     rows = test[first][-HOLDOUT_LEADS_SHOWN:]
     features = training_set.iloc[rows]
-    probability = scorer.probabilities(features)
-    frame = pd.DataFrame(
-        {
-            LEAD_ID: features[LEAD_ID].to_numpy(),
-            AS_OF: features[AS_OF].array,
-            "probability": probability,
-            "mql": scorer.policy.mql(probability),
-            "tier": scorer.policy.tiers(probability),
-            "threshold": scorer.policy.threshold,
-            RULE_SCORE: rule_scores[RULE_SCORE].to_numpy()[rows],
-            RULE_MQL: rule_scores[RULE_MQL].to_numpy()[rows],
-            "reasons": scorer.reasons(features),
-            CONVERTED: labels[rows],
-        }
-    )
+    frame = scorer.score_features(features, rule_scores.iloc[rows]).drop(columns="model_version")
+    frame[CONVERTED] = labels[rows]
     if segment_column is not None and segment_column in training_set.columns:
         frame[segment_column] = features[segment_column].astype("str").to_numpy()
         frame.loc[features[segment_column].isna().to_numpy(), segment_column] = None

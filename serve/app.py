@@ -4,6 +4,7 @@ outcomes and hot reload. Built by `create_app(settings)`; nothing happens at imp
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -165,40 +166,58 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _lead_events(lead: LeadIn) -> LeadEvents:
+def _ns(moment: datetime) -> int:
     # Exact integer arithmetic: float seconds would round some microseconds.
+    return (moment - _EPOCH) // _MICROSECOND * 1_000
+
+
+def _lead_events(lead: LeadIn) -> LeadEvents:
     return LeadEvents(
-        ts=np.array(
-            [(e["ts"] - _EPOCH) // _MICROSECOND * 1_000 for e in lead.events], dtype=np.int64
-        ),
+        ts=np.array([_ns(e["ts"]) for e in lead.events], dtype=np.int64),
         kinds=[e["event_type"] for e in lead.events],
     )
+
+
+def _utc(ns: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
+
+
+# A lead's attributes: its declared fields except events and as_of, then any extra field.
+_DECLARED = tuple(name for name in LeadIn.model_fields if name not in ("events", AS_OF))
 
 
 def _frames(leads: list[LeadIn], now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leads (with as_of) and events as frames, for the vectorised batch path.
 
     Leads are keyed by their position in the request, not their id: a batch may score one lead
-    at several times, and each copy must see only the events sent with it.
+    at several times, and each copy must see only the events sent with it. Built column by
+    column (a frame from a list of row dicts costs several times more), times as int64 ns.
     """
-    rows = []
+    n = len(leads)
+    positions = [str(position) for position in range(n)]
+    columns: dict[str, Any] = {name: [getattr(lead, name) for lead in leads] for name in _DECLARED}
+    columns[LEAD_ID] = positions
     for position, lead in enumerate(leads):
-        row = lead.attributes()
-        row[LEAD_ID] = str(position)
-        row[AS_OF] = lead.as_of or now
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    frame[CREATED_AT] = pd.to_datetime(frame[CREATED_AT], utc=True).dt.as_unit("ns")
-    frame[AS_OF] = pd.to_datetime(frame[AS_OF], utc=True).dt.as_unit("ns")
-    events = pd.DataFrame(
+        for key, value in (lead.model_extra or {}).items():
+            # Missing in other leads: NaN, as a frame built from row dicts has it.
+            columns.setdefault(key, [math.nan] * n)[position] = value
+    columns[CREATED_AT] = _utc(np.array([_ns(lead.created_at) for lead in leads], dtype=np.int64))
+    columns[AS_OF] = _utc(
+        np.array([_ns(lead.as_of) if lead.as_of else now.value for lead in leads], dtype=np.int64)
+    )
+    events = [event for lead in leads for event in lead.events]
+    # As `_ns`, inline: a batch holds tens of thousands of events.
+    micros = np.array([(e["ts"] - _EPOCH) // _MICROSECOND for e in events], dtype=np.int64)
+    return pd.DataFrame(columns), pd.DataFrame(
         {
-            LEAD_ID: [str(position) for position, lead in enumerate(leads) for _ in lead.events],
-            TS: pd.to_datetime([e["ts"] for lead in leads for e in lead.events], utc=True),
-            EVENT_TYPE: [e["event_type"] for lead in leads for e in lead.events],
+            LEAD_ID: pd.array(
+                np.repeat(np.array(positions, dtype=object), [len(lead.events) for lead in leads]),
+                dtype="str",
+            ),
+            TS: _utc(micros * 1_000),
+            EVENT_TYPE: [event["event_type"] for event in events],
         }
     )
-    events[TS] = events[TS].dt.as_unit("ns")
-    return frame, events
 
 
 # Requests with at most this many leads are scored on the event loop itself.
@@ -217,11 +236,12 @@ def _score(model: LoadedModel, leads: list[LeadIn], batch_path_from: int) -> lis
             for lead in leads
         ]
     frame, events = _frames(leads, now)
-    if events[LEAD_ID].size == 0:
-        events[LEAD_ID] = events[LEAD_ID].astype("str")
     scored = model.scorer.score(frame, events, with_monitored=True)
     scored[LEAD_ID] = [lead.lead_id for lead in leads]
-    return [{str(k): v for k, v in row.items()} for row in scored.to_dict("records")]
+    # One dict per lead from column lists (Python values): cheaper than to_dict("records").
+    names = [str(name) for name in scored.columns]
+    rows = zip(*(scored[name].tolist() for name in scored.columns), strict=True)
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def _field_path(loc: Sequence[Any]) -> list[Any]:
@@ -428,9 +448,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         request.app.state.prediction_log.append(
             [_log_record(answer, scored_at) for answer in answers]
         )
+        for tier, count in collections.Counter(a["tier"] for a in answers).items():
+            metrics.predictions.labels(tier).inc(count)
         for answer in answers:
-            metrics.predictions.labels(answer["tier"]).inc()
             answer["model_version"] = model.version
+            # Written here as `_json_value` would, so json.dumps need not call back per lead.
+            answer["as_of"] = answer["as_of"].isoformat()
         # Serialised here, not re-validated against the response model (which documents it):
         # for a 1,000-lead batch that validation costs more than the JSON itself.
         content = json.dumps({"predictions": answers}, default=_json_value)
