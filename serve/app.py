@@ -21,7 +21,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -34,6 +34,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
+from models.compare import leads_csv
 from models.fastpath import LeadEvents
 from models.registry import use_tracking
 from models.scorer import lead_columns_needed
@@ -201,7 +202,10 @@ def _frames(leads: list[LeadIn], now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Da
         for key, value in (lead.model_extra or {}).items():
             # Missing in other leads: NaN, as a frame built from row dicts has it.
             columns.setdefault(key, [math.nan] * n)[position] = value
-    columns[CREATED_AT] = _utc(np.array([_ns(lead.created_at) for lead in leads], dtype=np.int64))
+    if all(lead.created_at is not None for lead in leads):
+        columns[CREATED_AT] = _utc(
+            np.array([_ns(lead.created_at) for lead in leads], dtype=np.int64)  # type: ignore[arg-type]
+        )
     columns[AS_OF] = _utc(
         np.array([_ns(lead.as_of) if lead.as_of else now.value for lead in leads], dtype=np.int64)
     )
@@ -426,7 +430,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                     detail=[{"loc": ["body", "leads", i], "msg": str(exc), "type": "value_error"}],
                 ) from exc
         model = serving()
+        needs_creation = model.scorer.features.source == "events"
         for i, lead in enumerate(leads):
+            if needs_creation and lead.created_at is None:
+                path = ["body", "leads", i] if isinstance(body, BatchIn) else ["body"]
+                raise HTTPException(
+                    status_code=422,
+                    detail=[{"loc": [*path, "created_at"], "msg": "Field required",
+                             "type": "missing"}],
+                )  # fmt: skip
             for column in model.scorer.features.numeric_columns:
                 value = (
                     getattr(lead, column, None)
@@ -484,6 +496,37 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         _after_swap()
         model = serving()
         return Health(status="ready", model_version=model.version)
+
+    def compared() -> LoadedModel:
+        model = serving()
+        if model.comparison is None or model.comparison_page is None:
+            raise HTTPException(
+                status_code=404,
+                detail=f"model v{model.version} was logged without its holdout comparison",
+            )
+        return model
+
+    @app.get("/compare", response_class=HTMLResponse, tags=["marketing"], dependencies=[api_key])
+    def compare_page() -> HTMLResponse:
+        """The served model's MQL list against the rules' on its holdout, for marketers: a page
+        with plots, filters by source and tier (also ?source=...&tier=...) and CSV download."""
+        return HTMLResponse(compared().comparison_page)
+
+    @app.get(
+        "/compare.csv",
+        response_class=PlainTextResponse,
+        tags=["marketing"],
+        dependencies=[api_key],
+    )
+    def compare_csv() -> PlainTextResponse:
+        """Every holdout lead with both scores, both lists and the reasons."""
+        model = compared()
+        assert model.comparison is not None
+        return PlainTextResponse(
+            leads_csv(model.comparison),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="leads-v{model.version}.csv"'},
+        )
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def prometheus() -> Response:

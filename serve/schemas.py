@@ -57,6 +57,18 @@ EXAMPLE_LEAD: dict[str, Any] = {
 }
 
 
+# For a model of a snapshot export: the export's columns, as named there; no events.
+EXAMPLE_SNAPSHOT_LEAD: dict[str, Any] = {
+    "lead_id": "7927b2df-8bba-4d29-b9a2-b6e0beafe620",
+    "Lead Origin": "Landing Page Submission",
+    "Lead Source": "Google",
+    "What is your current occupation": "Working Professional",
+    "TotalVisits": 5,
+    "Total Time Spent on Website": 1532,
+    "Last Activity": "Email Opened",
+}
+
+
 class EventIn(TypedDict):
     """One event; a TypedDict, not a model: a batch holds tens of thousands of them. The range
     of `ts` is checked by `LeadIn`, all of a lead's events at once."""
@@ -70,11 +82,17 @@ class LeadIn(BaseModel):
     its recent events. Unknown categories and missing optional fields are scored, not refused."""
 
     model_config = ConfigDict(
-        extra="allow", frozen=True, json_schema_extra={"examples": [EXAMPLE_LEAD]}
+        extra="allow",
+        frozen=True,
+        json_schema_extra={"examples": [EXAMPLE_LEAD, EXAMPLE_SNAPSHOT_LEAD]},
     )
 
     lead_id: LeadId
-    created_at: Time
+    created_at: Time | None = Field(
+        None,
+        description="When the lead was created; needed by event models, not by models of "
+        "snapshot exports (whose lead row says all).",
+    )
     as_of: Time | None = Field(None, description="Score time; default now.")
     job_title: str | None = None
     email: str | None = Field(None, description="Only its domain type is used; never stored.")
@@ -116,7 +134,7 @@ class LeadIn(BaseModel):
 
     @model_validator(mode="after")
     def _scored_after_creation(self) -> LeadIn:
-        if self.as_of is not None and self.as_of < self.created_at:
+        if self.as_of is not None and self.created_at is not None and self.as_of < self.created_at:
             raise ValueError("as_of is before created_at: a lead cannot be scored before it exists")
         return self
 

@@ -175,6 +175,10 @@ def test_unknown_categories_missing_fields_and_unknown_events_are_scored(
             {"leads": [{"lead_id": "1", "created_at": "soon"}]},
             ["body", "leads", 0, "created_at"],
         ),
+        (  # an event model needs the creation time of every lead
+            {"leads": [{"lead_id": "1", "created_at": "2025-03-01T09:00:00Z"}, {"lead_id": "2"}]},
+            ["body", "leads", 1, "created_at"],
+        ),
     ],
 )
 def test_bad_input_is_422_with_the_field_path(
