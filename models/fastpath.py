@@ -211,9 +211,7 @@ class FastLeadScorer:
             )
             per_type = np.where(self.rule_once, self.rule_points * first, per_type)
             total += float(np.clip(per_type, -self.rule_caps, self.rule_caps).sum())
-        for attribute, table in rules.attributes.items():
-            total += table.get(str(attributes.get(attribute)), 0.0)
-        return total
+        return total + rules.profile_points(attributes)
 
     def score(
         self,
