@@ -42,9 +42,9 @@ import psutil
 from benchmarks.report import machine, peak_rss_gb, versions, write_section
 from features.simulator import SimulatedFunnel, SimulatorConfig, simulate_funnel
 from features.vocabulary import CREATED_AT, LEAD_ID, TS
-from models.bundle import EVENTS_COLUMN, request_example
+from models.bundle import EVENTS_COLUMN, request_example, requests_to_frames
 from models.points import PointsRules
-from models.scorer import lead_columns_needed
+from models.scorer import LeadScorer, lead_columns_needed
 from pipelines.config import LeadscoreConfig
 from pipelines.training import TrainingRun, run_training
 
@@ -145,6 +145,7 @@ class Workload:
     batch_mean_events: float
     model_version: str
     n_train_leads: int
+    scoring_s: float  # `LeadScorer.score` on the batch in-process: the code both servers run
 
 
 # ---------------------------------------------------------------- set-up (not timed)
@@ -220,7 +221,20 @@ def _workload(store: Path, n_leads: int, batch_size: int) -> Workload:
         batch_mean_events=float(np.mean([len(lead["events"]) for lead in batch_ours])),
         model_version=str(run.registration.version),
         n_train_leads=n_leads,
+        scoring_s=_scoring_seconds(scorer, batch),
     )
+
+
+def _scoring_seconds(scorer: LeadScorer, batch: dict[str, Any], repeats: int = 7) -> float:
+    """Median in-process time of `LeadScorer.score` on the batch (frames built beforehand)."""
+    rows = pd.DataFrame(batch["data"], columns=batch["columns"])
+    leads, events = requests_to_frames(rows, scorer.features)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        scorer.score(leads, events)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- servers
@@ -638,6 +652,14 @@ def _report(
         f"- p50 at concurrency 1 under 2 ms: {p50:.2f} ms, {_verdict(p50 < 2)};",
         f"- a {n_batch:,}-lead batch at least 2x mlflow's rows/s: {batch_ratio:.1f}x, "
         f"{_verdict(batch_ratio >= 2)}.",
+        "",
+        f"Reference for the batch: `LeadScorer.score` on the same {n_batch:,} leads in-process "
+        f"(median of 7, before the servers started) takes {work.scoring_s:.3f} s. Both servers "
+        f"run it (the pyfunc bundle calls it too: one scoring path), so it is "
+        f"{work.scoring_s / m['batch']['median_s']:.0%} of mlflow's "
+        f"{m['batch']['median_s']:.3f} s per batch; 2x mlflow's rows/s would leave "
+        f"{m['batch']['median_s'] / 2 - work.scoring_s:.3f} s to receive, validate, log and "
+        "answer the batch.",
         "",
         f"The load generator shares the 2 cores with the server: it used at most "
         f"{client_max:.2f} cores in any row above, the server (CPU time of its whole process "
