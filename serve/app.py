@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
 import json
 import logging
 import math
@@ -328,10 +327,6 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 _after_swap()
             except Exception as exc:  # e.g. nothing registered yet: the process still serves
                 logger.warning("no model to serve yet (%s): /ready answers 503", exc)
-            # What is loaded by now (libraries, the model) lives as long as the process: out of
-            # the collector's sight, a full collection no longer walks ~400k objects, which
-            # otherwise stalls every few large batches for a quarter of a second.
-            gc.freeze()
 
         tasks.append(asyncio.create_task(first_load()))
         if settings.reload_interval_seconds > 0:
