@@ -89,6 +89,9 @@ EventsOption = Annotated[
 ]
 
 RulesOption = Annotated[Path | None, typer.Option("--rules", help="Points rules YAML.")]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
+]
 
 
 def user_errors_exit(command: Callable[P, R]) -> Callable[P, R]:
@@ -392,9 +395,7 @@ def score(
     input: Annotated[Path, typer.Option("--input", help="Leads to score (CSV or Parquet).")],
     output: Annotated[Path, typer.Option("--output", help="Scores (.csv or .parquet).")],
     events: EventsOption = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
-    ] = None,
+    model: ModelOption = None,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Score time with timezone; default now.")
     ] = None,
@@ -433,11 +434,6 @@ def _registered_scorer(settings: LeadscoreConfig, model: str | None) -> LeadScor
             f"cannot load model {uri}: {str(exc).splitlines()[0]}",
             hint="train one first (leadscore train) or pass --model",
         ) from exc
-
-
-ModelOption = Annotated[
-    str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
-]
 
 
 @app.command()
