@@ -30,7 +30,7 @@ def test_every_command_has_help() -> None:
     assert result.exit_code == 0
     for command in (
         "generate", "features", "training-set", "points", "train", "score", "promote",
-        "serve", "monitor", "leakage", "demo",
+        "serve", "monitor", "leakage", "compare", "scorecard", "demo",
     ):  # fmt: skip
         assert command in result.output
         sub = runner.invoke(app, [command, "--help"])
