@@ -153,6 +153,20 @@ def normalise_ids(ids: pd.Series, path: Path, column: str) -> pd.Series:
     return text
 
 
+def unique_lead_ids(ids: pd.Series, path: Path, column: str) -> pd.Series:
+    """`normalise_ids`, refusing an id that stands on more than one row."""
+    ids = normalise_ids(ids, path, column)
+    duplicated = ids.duplicated(keep=False)
+    if duplicated.any():
+        raise DataContractError(
+            f"lead id {ids[duplicated].iloc[0]!r} is not unique",
+            file=path,
+            column=column,
+            rows=np.flatnonzero(duplicated.to_numpy()),
+        )
+    return ids
+
+
 def parse_timestamps(
     values: pd.Series,
     *,
@@ -285,15 +299,7 @@ def load_leads(path: Path, config: DatasetConfig) -> pd.DataFrame:
     raw = raw.drop(columns=config.exclude_columns)
     frame = _to_contract_columns(raw, columns.model_dump(), [LEAD_ID, CREATED_AT], path)
 
-    frame[LEAD_ID] = normalise_ids(frame[LEAD_ID], path, columns.lead_id)
-    duplicated = frame[LEAD_ID].duplicated(keep=False)
-    if duplicated.any():
-        raise DataContractError(
-            f"lead id {frame.loc[duplicated, LEAD_ID].iloc[0]!r} is not unique",
-            file=path,
-            column=columns.lead_id,
-            rows=np.flatnonzero(duplicated.to_numpy()),
-        )
+    frame[LEAD_ID] = unique_lead_ids(frame[LEAD_ID], path, columns.lead_id)
     frame[CREATED_AT] = parse_timestamps(
         frame[CREATED_AT],
         path=path,

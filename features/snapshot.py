@@ -22,9 +22,9 @@ from features.config import DatasetConfig, FeatureConfig
 from features.contract import (
     DataContractError,
     map_labels,
-    normalise_ids,
     parse_timestamps,
     read_table,
+    unique_lead_ids,
 )
 from features.pointintime import AS_OF, as_utc_ns
 from features.vocabulary import CONVERTED, EVENT_TYPE, LEAD_ID, TS
@@ -164,15 +164,7 @@ def load_snapshot_table(
     if require_label and label_column not in raw.columns:
         raise _missing_column(label_column, "the label", raw.columns, path)
 
-    leads = pd.DataFrame({LEAD_ID: normalise_ids(raw[id_column], path, id_column)})
-    duplicated = leads[LEAD_ID].duplicated(keep=False)
-    if duplicated.any():
-        raise DataContractError(
-            f"lead id {leads.loc[duplicated, LEAD_ID].iloc[0]!r} is not unique",
-            file=path,
-            column=id_column,
-            rows=np.flatnonzero(duplicated.to_numpy()),
-        )
+    leads = pd.DataFrame({LEAD_ID: unique_lead_ids(raw[id_column], path, id_column)})
     if label_column in raw.columns:
         leads[CONVERTED] = map_labels(raw[label_column], dataset, path, label_column)
     order, times = _order(raw, dataset, path)
