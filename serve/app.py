@@ -34,7 +34,6 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
-from models.compare import leads_csv
 from models.fastpath import LeadEvents
 from models.registry import use_tracking
 from models.scorer import lead_columns_needed
@@ -497,20 +496,22 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         model = serving()
         return Health(status="ready", model_version=model.version)
 
-    def compared() -> LoadedModel:
+    def compared() -> tuple[LoadedModel, str, str]:
+        """The served model with its comparison page and CSV, or 404 when it has none."""
         model = serving()
-        if model.comparison is None or model.comparison_page is None:
+        if model.comparison_page is None or model.comparison_csv is None:
             raise HTTPException(
                 status_code=404,
                 detail=f"model v{model.version} was logged without its holdout comparison",
             )
-        return model
+        return model, model.comparison_page, model.comparison_csv
 
     @app.get("/compare", response_class=HTMLResponse, tags=["marketing"], dependencies=[api_key])
     def compare_page() -> HTMLResponse:
         """The served model's MQL list against the rules' on its holdout, for marketers: a page
         with plots, filters by source and tier (also ?source=...&tier=...) and CSV download."""
-        return HTMLResponse(compared().comparison_page)
+        _, page, _ = compared()
+        return HTMLResponse(page)
 
     @app.get(
         "/compare.csv",
@@ -520,10 +521,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     def compare_csv() -> PlainTextResponse:
         """Every holdout lead with both scores, both lists and the reasons."""
-        model = compared()
-        assert model.comparison is not None
+        model, _, csv = compared()
         return PlainTextResponse(
-            leads_csv(model.comparison),
+            csv,
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="leads-v{model.version}.csv"'},
         )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 
 from features.contract import DataContractError
-from models.compare import Comparison, comparison_html, holdout_comparison
+from models.compare import comparison_html, holdout_comparison, leads_csv
 from models.fastpath import FastLeadScorer
 from models.registry import load_holdout, load_scorer
 from models.scorer import LeadScorer
@@ -25,14 +25,15 @@ class LoadedModel:
     fast: FastLeadScorer | None
     version: str
     loaded_at: datetime
-    # The model-vs-rules comparison on the model's holdout, and its page; None when the model's
-    # run has no logged holdout.
-    comparison: Comparison | None = None
+    # The model-vs-rules page of the model's holdout and its lead list as CSV, built at load;
+    # None when the model's run has no logged holdout.
     comparison_page: str | None = None
+    comparison_csv: str | None = None
 
 
-def holdout_page(scorer: LeadScorer, name: str) -> tuple[Comparison | None, str | None]:
-    """The comparison of the model's logged holdout and its HTML page, built once per model."""
+def holdout_page(scorer: LeadScorer, name: str) -> tuple[str | None, str | None]:
+    """The comparison of the model's logged holdout as an HTML page and as a CSV lead list,
+    built once per model."""
     try:
         holdout = load_holdout(scorer)
     except DataContractError as exc:
@@ -44,7 +45,7 @@ def holdout_page(scorer: LeadScorer, name: str) -> tuple[Comparison | None, str 
         title=f"{name} v{scorer.model_version}: model vs rules on its holdout",
         csv_href="compare.csv",
     )
-    return comparison, page
+    return page, leads_csv(comparison)
 
 
 class ModelHolder:
@@ -75,8 +76,8 @@ class ModelHolder:
                     fast = FastLeadScorer(scorer)
                 except ValueError:
                     fast = None
-            comparison, page = holdout_page(scorer, self.name)
+            page, csv = holdout_page(scorer, self.name)
             previous = self.current.version if self.current else None
-            self.current = LoadedModel(scorer, fast, version, datetime.now(UTC), comparison, page)
+            self.current = LoadedModel(scorer, fast, version, datetime.now(UTC), page, csv)
             logger.info("serving %s v%s (was %s)", self.name, version, previous)
             return True
