@@ -10,9 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.config import SnapshotConfig
 from features.simulator import SimulatedFunnel, SimulatorConfig, simulate_funnel
 from features.vocabulary import EVENT_TYPES
+from models.config import TrainConfig
 from models.points import PointsRules
+from models.scorer import LeadScorer
+from models.train import train_lead_scorer
 from pipelines.config import LeadscoreConfig
 from pipelines.training import TrainingRun, run_training
 
@@ -76,6 +80,20 @@ def random_funnel(n_leads: int = 60, n_events: int = 1_500, seed: int = 0) -> Fu
 @pytest.fixture
 def funnel_factory() -> Callable[..., Funnel]:
     return random_funnel
+
+
+def trained_scorer(n_leads: int, seed: int) -> tuple[SimulatedFunnel, LeadScorer]:
+    """A simulated funnel and the project's model trained on it (default configs), no store."""
+    funnel = simulate_funnel(SimulatorConfig(n_leads=n_leads, seed=seed))
+    scorer = train_lead_scorer(
+        funnel.leads,
+        funnel.events,
+        features=LeadscoreConfig().features,
+        snapshots=SnapshotConfig(observed_until=funnel.observed_until),
+        rules=PointsRules.default(),
+        config=TrainConfig(),
+    ).scorer
+    return funnel, scorer
 
 
 def train_into_store(

@@ -6,28 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import SnapshotConfig
 from features.pointintime import as_utc_ns
-from features.simulator import SimulatorConfig, simulate_funnel
-from models.config import TrainConfig
 from models.fastpath import FastLeadScorer, LeadEvents
-from models.points import PointsRules
 from models.scorer import LeadScorer
-from models.train import train_lead_scorer
-from pipelines.config import LeadscoreConfig
+from tests.conftest import trained_scorer
 
 
 @pytest.fixture(scope="module")
 def scored_world() -> tuple[LeadScorer, pd.DataFrame, pd.DataFrame]:
-    funnel = simulate_funnel(SimulatorConfig(n_leads=8_000, seed=31))
-    result = train_lead_scorer(
-        funnel.leads,
-        funnel.events,
-        features=LeadscoreConfig().features,
-        snapshots=SnapshotConfig(observed_until=funnel.observed_until),
-        rules=PointsRules.default(),
-        config=TrainConfig(),
-    )
+    funnel, scorer = trained_scorer(8_000, seed=31)
     leads = funnel.leads.sample(400, random_state=1).reset_index(drop=True)
     # What real requests bring: missing and unseen values, unknown event types.
     leads["job_title"] = leads["job_title"].astype(object)
@@ -40,7 +27,7 @@ def scored_world() -> tuple[LeadScorer, pd.DataFrame, pd.DataFrame]:
     events = funnel.events[funnel.events["lead_id"].isin(leads["lead_id"])].copy()
     events["event_type"] = events["event_type"].astype(object)
     events.loc[events.index[::50], "event_type"] = "chat_started"
-    return result.scorer, leads, events
+    return scorer, leads, events
 
 
 def test_single_lead_path_equals_batch_path(

@@ -9,18 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import SnapshotConfig
-from features.simulator import SimulatorConfig, simulate_funnel
-from models.config import TrainConfig
-from models.points import PointsRules
 from models.scorer import LeadScorer
-from models.train import train_lead_scorer
 from models.treecontrib import (
     ContributionTables,
     build_tables,
     lightgbm_matrix,
 )
-from pipelines.config import LeadscoreConfig
+from tests.conftest import trained_scorer
 
 TOLERANCE = 1e-9
 
@@ -199,15 +194,7 @@ def test_pandas_categories_with_unseen_and_missing_values() -> None:
 def pipeline_scorer() -> tuple[LeadScorer, pd.DataFrame]:
     """The project's own model (depth 4, 15 leaves, categorical fit features) on simulated
     leads, and its feature frame for those leads."""
-    funnel = simulate_funnel(SimulatorConfig(n_leads=3_000, seed=5))
-    scorer = train_lead_scorer(
-        funnel.leads,
-        funnel.events,
-        features=LeadscoreConfig().features,
-        snapshots=SnapshotConfig(observed_until=funnel.observed_until),
-        rules=PointsRules.default(),
-        config=TrainConfig(),
-    ).scorer
+    funnel, scorer = trained_scorer(3_000, seed=5)
     leads = funnel.leads.sample(800, random_state=0).reset_index(drop=True)
     spine = pd.DataFrame(
         {
