@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from features.batch import LeadBatch, batch_from_frames
 from features.config import FeatureConfig
 from features.contract import DataContractError
-from features.fit import fit_features
+from features.fit import TITLE_FEATURES, LeadValues, text_codes
 from features.pointintime import (
     AS_OF,
     NS_PER_DAY,
     EventArrays,
     EventsAtSnapshots,
-    as_utc_ns,
     join_before,
-    positions,
-    prepare_events,
     spine_chunks,
 )
 from features.vocabulary import CREATED_AT, LEAD_ID
@@ -53,7 +52,7 @@ def feature_names(config: FeatureConfig) -> list[str]:
     """All feature columns `build_features` returns, besides the key columns."""
     fit: list[str] = []
     if config.title_column is not None:
-        fit += ["seniority", "job_function"]
+        fit += list(TITLE_FEATURES)
     if config.email_column is not None:
         fit.append("is_company_email")
     if config.source == "snapshot":
@@ -166,104 +165,154 @@ def _behaviour_block(joined: EventsAtSnapshots, config: FeatureConfig, out: np.n
     tail[:, 4] = open_rate
 
 
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """Features of every scored row of a batch, as LightGBM reads them: one float64 column per
+    feature, categories as their position in `levels` (NaN when missing or unseen)."""
+
+    names: list[str]
+    values: np.ndarray  # (rows, features)
+    levels: dict[str, list[str]]  # categorical feature -> its levels
+
+    def shown(self, name: str) -> np.ndarray:
+        """A feature as the reasons read it: a category's text (None when unknown), numbers."""
+        column = self.values[:, self.names.index(name)]
+        if name not in self.levels:
+            return column
+        texts = np.array([*self.levels[name], None], dtype=object)
+        return texts[np.where(np.isnan(column), -1, column).astype(np.int64)]
+
+    def category_codes(self, name: str) -> np.ndarray:
+        column = self.values[:, self.names.index(name)]
+        return np.where(np.isnan(column), -1, column).astype(np.int64)
+
+
+def category_features(config: FeatureConfig) -> list[str]:
+    """The features that are categories, in feature order."""
+    return [
+        *(TITLE_FEATURES if config.title_column is not None else ()),
+        *config.categorical_columns,
+    ]
+
+
+def feature_matrix(
+    batch: LeadBatch, config: FeatureConfig, values: LeadValues | None = None
+) -> FeatureMatrix:
+    """The one feature kernel: features for each scored row of `batch`, in row order.
+
+    Behaviour uses only events strictly before each row's as_of; fit attributes come from the
+    lead, which holds what is known at creation. Outcome columns are never read. Category
+    levels are `config.category_levels` (a trained model's) or, when absent, learned from the
+    batch's leads (training).
+    """
+    values = values or LeadValues(batch, config)
+    names = feature_names(config)
+    position = {name: i for i, name in enumerate(names)}
+    n = batch.n_rows
+    # Column-major, so that every feature column is one contiguous array.
+    out = np.empty((n, len(names)), dtype=np.float64, order="F")
+    per_lead, levels = _fit_per_lead(values, config)
+    for name, column in per_lead.items():
+        out[:, position[name]] = column[batch.row_lead]
+    if config.source == "events":
+        if batch.created_ns is None:
+            raise DataContractError(f"leads need '{CREATED_AT}' for a model of events")
+        as_of = batch.as_of_ns
+        out[:, position["lead_age_days"]] = (as_of - batch.created_ns[batch.row_lead]) / NS_PER_DAY
+        arrays = batch.events_of_types(config.event_types)
+        behaviour_names = behaviour_feature_names(config)
+        first = position[behaviour_names[0]]
+        behaviour = out[:, first : first + len(behaviour_names)]
+        for rows in spine_chunks(batch.row_lead, arrays, batch.n_leads):
+            joined = join_before(batch.row_lead[rows], as_of[rows], arrays, batch.n_leads)
+            if len(rows) == n:
+                _behaviour_block(joined, config, behaviour)
+            else:
+                block = np.empty((len(rows), len(behaviour_names)))
+                _behaviour_block(joined, config, block)
+                behaviour[rows] = block
+        if config.account_column is not None:
+            accounts = _account_block(batch, values, arrays, config)
+            for i, name in enumerate(ACCOUNT_FEATURES):
+                out[:, position[name]] = accounts[:, i]
+    return FeatureMatrix(names=names, values=out, levels=levels)
+
+
+def _fit_per_lead(
+    values: LeadValues, config: FeatureConfig
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The lead-row features (fit, and in snapshot mode behaviour too) per lead, and the levels
+    of those that are categories."""
+    columns: dict[str, np.ndarray] = {}
+    levels: dict[str, list[str]] = {}
+    if config.title_column is not None:
+        for name, fixed in TITLE_FEATURES.items():
+            codes, _ = values.text(name)
+            columns[name] = np.where(codes >= 0, codes, np.nan)
+            levels[name] = list(fixed)
+    if config.email_column is not None:
+        columns["is_company_email"] = values.company_email_flag()
+    fixed_levels = config.category_levels or {}
+    for column in config.categorical_columns:
+        known = fixed_levels.get(column)
+        levels[column] = values.learned_levels(column) if known is None else list(known)
+        columns[column] = values.category(column, levels[column])
+    for column in config.numeric_columns:
+        columns[column] = values.number(column)
+    return columns, levels
+
+
 def build_features_at(
     spine: pd.DataFrame, leads: pd.DataFrame, events: pd.DataFrame, config: FeatureConfig
 ) -> pd.DataFrame:
-    """Features for each snapshot in `spine` (columns `lead_id`, `as_of`), in spine order.
-
-    Behaviour uses only events strictly before each row's as_of; fit attributes come from the
-    lead row, which holds what is known at creation. Outcome columns are never read.
-    """
+    """`feature_matrix` for the snapshots `spine` (`lead_id`, `as_of`) of a leads table and an
+    event log, as a frame (categories as pandas categoricals), in spine order."""
     check_lead_columns(leads, config)
-    lead_pos = positions(leads[LEAD_ID].to_numpy(), spine[LEAD_ID].to_numpy())
-    if (lead_pos < 0).any():
-        raise DataContractError(
-            "snapshots name leads that are not in the leads table",
-            column=LEAD_ID,
-            rows=np.flatnonzero(lead_pos < 0),
-        )
     spine = spine[[LEAD_ID, AS_OF]].reset_index(drop=True)
-    if config.source == "snapshot":
-        return _snapshot_features(spine, lead_pos, leads, config)
-    as_of = as_utc_ns(spine[AS_OF])
-    arrays = prepare_events(events, leads[LEAD_ID].to_numpy(), list(config.event_types))
-    names = behaviour_feature_names(config)
-    # Column-major, so that every feature column is one contiguous array.
-    behaviour = np.empty((len(spine), len(names)), dtype=np.float64, order="F")
-    for rows in spine_chunks(lead_pos, arrays, len(leads)):
-        joined = join_before(lead_pos[rows], as_of[rows], arrays, len(leads))
-        if len(rows) == len(spine):
-            _behaviour_block(joined, config, behaviour)
+    batch = batch_from_frames(spine, leads, None if config.source == "snapshot" else events)
+    return feature_frame(spine, feature_matrix(batch, config))
+
+
+def feature_frame(spine: pd.DataFrame, matrix: FeatureMatrix) -> pd.DataFrame:
+    """Key columns of `spine` and the features, categories as pandas categoricals."""
+    columns: dict[str, object] = {
+        LEAD_ID: spine[LEAD_ID].to_numpy(),
+        AS_OF: spine[AS_OF].array,
+    }
+    for j, name in enumerate(matrix.names):
+        if name in matrix.levels:
+            columns[name] = pd.Categorical.from_codes(
+                matrix.category_codes(name),
+                categories=pd.Index(matrix.levels[name], dtype="str"),
+            )
         else:
-            block = np.empty((len(rows), len(names)))
-            _behaviour_block(joined, config, block)
-            behaviour[rows] = block
-
-    created = as_utc_ns(leads[CREATED_AT])[lead_pos]
-    columns: dict[str, object] = {
-        LEAD_ID: spine[LEAD_ID].to_numpy(),
-        AS_OF: spine[AS_OF].array,
-        "lead_age_days": (as_of - created) / NS_PER_DAY,
-        **_fit_columns_at(leads, lead_pos, config),
-    }
-    columns.update({name: behaviour[:, i] for i, name in enumerate(names)})
-    if config.account_column is not None:
-        block = _account_block(lead_pos, as_of, leads, arrays, config)
-        columns.update({name: block[:, i] for i, name in enumerate(ACCOUNT_FEATURES)})
-    return pd.DataFrame(columns)[[*KEY_COLUMNS, *feature_names(config)]]
-
-
-def _snapshot_features(
-    spine: pd.DataFrame, lead_pos: np.ndarray, leads: pd.DataFrame, config: FeatureConfig
-) -> pd.DataFrame:
-    """The lead row's own columns: the export aggregated behaviour as of its snapshot."""
-    columns: dict[str, object] = {
-        LEAD_ID: spine[LEAD_ID].to_numpy(),
-        AS_OF: spine[AS_OF].array,
-        **_fit_columns_at(leads, lead_pos, config),
-    }
-    return pd.DataFrame(columns)[[*KEY_COLUMNS, *feature_names(config)]]
-
-
-def _fit_columns_at(
-    leads: pd.DataFrame, lead_pos: np.ndarray, config: FeatureConfig
-) -> dict[str, object]:
-    """The lead-row features (fit, and in snapshot mode behaviour too), one row per snapshot."""
-    fit = fit_features(leads, config)
-    columns: dict[str, object] = {}
-    for name in fit.columns:
-        values = fit[name].array
-        columns[name] = values.take(lead_pos) if hasattr(values, "take") else values[lead_pos]
-    return columns
+            columns[name] = matrix.values[:, j]
+    return pd.DataFrame(columns)
 
 
 def _account_block(
-    lead_pos: np.ndarray,
-    as_of: np.ndarray,
-    leads: pd.DataFrame,
-    events: EventArrays,
-    config: FeatureConfig,
+    batch: LeadBatch, values: LeadValues, events: EventArrays, config: FeatureConfig
 ) -> np.ndarray:
     """What everyone at the lead's account (the lead included) did strictly before as_of.
 
     The same point-in-time join as the lead's own behaviour, keyed by account instead of lead.
-    Leads without an account get NaN.
+    Leads without an account get NaN; the account's other leads are those of the batch.
     """
-    assert config.account_column is not None
-    account_of_lead, accounts = pd.factorize(leads[config.account_column])
+    assert config.account_column is not None and batch.created_ns is not None
+    account_of_lead, accounts = text_codes(values.raw(config.account_column))
     n_accounts = len(accounts)
-    out = np.full((len(lead_pos), len(ACCOUNT_FEATURES)), np.nan)
-    spine_account = account_of_lead[lead_pos]
+    out = np.full((batch.n_rows, len(ACCOUNT_FEATURES)), np.nan)
+    spine_account = account_of_lead[batch.row_lead]
     rows = np.flatnonzero(spine_account >= 0)
     if len(rows) == 0:
         return out
-    spine_account, moments = spine_account[rows], as_of[rows]
+    spine_account, moments = spine_account[rows], batch.as_of_ns[rows]
 
     # Leads are "created" events of their account.
     created = EventArrays(
         lead_pos=account_of_lead.astype(np.int64),
-        type_code=np.zeros(len(leads), dtype=np.int64),
-        ts=as_utc_ns(leads[CREATED_AT]),
+        type_code=np.zeros(batch.n_leads, dtype=np.int64),
+        ts=batch.created_ns,
     )
     joined = join_before(spine_account, moments, created, n_accounts)
     out[rows, 0] = np.bincount(joined.row, minlength=len(rows))

@@ -1,8 +1,8 @@
 """The MLflow pyfunc bundle: a saved `LeadScorer` behind MLflow's model interface.
 
 `predict` takes one row per lead: its attribute columns, an optional `as_of` (ISO time, default
-now) and an optional `events` cell holding a JSON list of {"ts", "event_type"} objects. It calls
-the same `LeadScorer.score` as batch scoring and the API.
+now) and an optional `events` cell holding a JSON list of {"ts", "event_type"} objects. Its rows
+are records for the same kernel adapter as the API's bodies (`LeadScorer.score_records`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
-from features.config import FeatureConfig
-from features.contract import DataContractError
 from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
 from models.scorer import LeadScorer
@@ -25,48 +22,16 @@ EVENTS_COLUMN = "events"
 SCORER_ARTIFACT = "scorer"
 
 
-def requests_to_frames(
-    rows: pd.DataFrame, features: FeatureConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leads (with `as_of` where given) and their events, from one-row-per-lead input.
-
-    A snapshot-mode model reads the row alone: it needs no creation time and no events.
-    """
-    snapshot = features.source == "snapshot"
-    needed = [LEAD_ID] if snapshot else [LEAD_ID, CREATED_AT]
-    if any(column not in rows.columns for column in needed):
-        raise DataContractError(f"each lead needs {' and '.join(map(repr, needed))}")
-    leads = rows.drop(columns=[EVENTS_COLUMN], errors="ignore").reset_index(drop=True)
-    if not snapshot:
-        leads[CREATED_AT] = pd.to_datetime(leads[CREATED_AT], utc=True, format="ISO8601")
-    if AS_OF in leads.columns:
-        leads[AS_OF] = pd.to_datetime(leads[AS_OF], utc=True, format="ISO8601")
-    lead_ids: list[Any] = []
-    times: list[Any] = []
-    kinds: list[str] = []
-    if EVENTS_COLUMN in rows.columns and not snapshot:
-        for lead_id, cell in zip(leads[LEAD_ID], rows[EVENTS_COLUMN], strict=True):
-            if cell is None or (isinstance(cell, float) and np.isnan(cell)):
-                continue
-            items = json.loads(cell) if isinstance(cell, str) else cell
-            for item in items:
-                lead_ids.append(lead_id)
-                times.append(item["ts"])
-                kinds.append(item["event_type"])
-    events = pd.DataFrame(
-        {
-            LEAD_ID: pd.Series(lead_ids, dtype=leads[LEAD_ID].dtype),
-            TS: pd.to_datetime(pd.Series(times, dtype="str"), utc=True, format="ISO8601"),
-            EVENT_TYPE: pd.Categorical(kinds, categories=features.event_types),
-        }
-    )
-    return leads, events
-
-
 class LeadScoreModel(PythonModel):
     """MLflow's view of a `LeadScorer`: loads the saved folder, scores request rows."""
 
     scorer: LeadScorer
+
+    @classmethod
+    def for_scorer(cls, scorer: LeadScorer) -> LeadScoreModel:
+        model = cls()
+        model.scorer = scorer
+        return model
 
     def load_context(self, context: Any) -> None:
         self.scorer = LeadScorer.load(Path(context.artifacts[SCORER_ARTIFACT]))
@@ -74,8 +39,8 @@ class LeadScoreModel(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        leads, events = requests_to_frames(model_input, self.scorer.features)
-        scored = self.scorer.score(leads, events)
+        records = [{str(k): v for k, v in row.items()} for row in model_input.to_dict("records")]
+        scored = self.scorer.score_records(records).frame()
         scored[AS_OF] = scored[AS_OF].dt.strftime("%Y-%m-%dT%H:%M:%S%z")
         scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]
         return scored

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import SupportsFloat, cast
+from typing import Any, SupportsFloat, cast
 
 import numpy as np
 import pandas as pd
@@ -434,13 +434,15 @@ class ReasonWriter:
         }
 
     def reasons_batch(
-        self, contributions: np.ndarray, frame: pd.DataFrame
+        self, contributions: np.ndarray, frame: Mapping[str, Any] | pd.DataFrame
     ) -> list[dict[str, list[Reason]]]:
-        """Top reasons for every lead: row i of `contributions` explains row i of `frame`."""
+        """Top reasons for every lead: row i of `contributions` explains row i of `frame` (a
+        frame, or feature values by name)."""
         matrix = self._features_only(np.asarray(contributions, dtype=np.float64), ndim=2)
-        if len(frame) != len(matrix):
-            raise ValueError(f"{len(matrix)} contribution rows but {len(frame)} rows in the frame")
-        missing = [n for n in self.feature_names if n not in frame.columns]
+        n_rows = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values())))
+        if n_rows != len(matrix):
+            raise ValueError(f"{len(matrix)} contribution rows but {n_rows} rows in the frame")
+        missing = [n for n in self.feature_names if n not in frame]
         if missing:
             raise KeyError(f"the frame lacks feature column(s) {', '.join(map(repr, missing))}")
         k = min(self.top_k, matrix.shape[1])
@@ -454,7 +456,7 @@ class ReasonWriter:
             top_for[for_values >= MIN_CONTRIBUTION],
             top_against[against_values <= -MIN_CONTRIBUTION],
         )
-        columns = {int(j): frame[self.feature_names[j]].to_numpy() for j in needed}
+        columns = {int(j): np.asarray(frame[self.feature_names[j]]) for j in needed}
         # Plain lists from here on: per-row numpy slicing would cost more than the phrases.
         picks = zip(
             top_for.tolist(),

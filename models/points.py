@@ -6,8 +6,7 @@ so model and rules are compared on exactly the same information.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,17 +15,17 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from features.batch import LeadBatch, batch_from_frames
 from features.config import FeatureConfig
 from features.contract import DataContractError
-from features.fit import fit_features
-from features.pointintime import AS_OF, events_before
+from features.fit import EMAIL_DOMAIN, TITLE_FEATURES, LeadValues, attribute_text
+from features.pointintime import AS_OF, join_before
 from features.vocabulary import LEAD_ID
 
 RULE_SCORE = "rule_score"
 RULE_MQL = "rule_mql"
-EMAIL_DOMAIN = "email_domain"
 
 
 class EventPoints(BaseModel):
@@ -77,6 +76,24 @@ class PointsRules(BaseModel):
     attributes: dict[str, dict[str, float]] = {}
     numbers: dict[str, list[NumberBand]] = {}
 
+    @field_validator("attributes")
+    @classmethod
+    def _values_as_leads_are_read(
+        cls, attributes: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        """Values trimmed, as lead values are (`attribute_text`); case as written."""
+        trimmed: dict[str, dict[str, float]] = {}
+        for attribute, table in attributes.items():
+            trimmed[attribute] = {}
+            for value, points in table.items():
+                text = attribute_text(value)
+                if text is None:
+                    raise ValueError(f"{attribute}: an empty value cannot earn points")
+                if text in trimmed[attribute]:
+                    raise ValueError(f"{attribute}: value {text!r} is listed twice")
+                trimmed[attribute][text] = points
+        return trimmed
+
     @classmethod
     def from_yaml(cls, path: Path) -> PointsRules:
         try:
@@ -96,7 +113,12 @@ class PointsRules(BaseModel):
         return cls.model_validate(yaml.safe_load(text))
 
     def to_yaml(self) -> str:
-        data = self.model_dump(mode="json", exclude_none=True)
+        # Every setting is written, `half_life_days: null` (never decay) included: loading gives
+        # back this very table. Only an event's absent cap is left out, for readability.
+        data = self.model_dump(mode="json")
+        for spec in data["events"].values():
+            if spec["cap"] is None:
+                del spec["cap"]
         if not self.numbers:
             # Tables without numbers stay readable by versions that do not know the section.
             del data["numbers"]
@@ -118,6 +140,39 @@ class PointsRules(BaseModel):
             ),
         ]
 
+    def points_by_rule(self, batch: LeadBatch, values: LeadValues) -> RulePoints:
+        """The one points kernel: what each rule adds to each scored row of `batch`.
+
+        Attribute rules read the lead's own values as text (trimmed, case as written), never
+        the model's categories: a value the model never saw still earns the table's points.
+        With every rule at one point this is a design matrix whose fitted weights score exactly
+        as a table (event caps scale with the points: see `models.scorecard`).
+        """
+        n = batch.n_rows
+        columns = [self._event_points_by_type(batch)]
+        for attribute, table in self.attributes.items():
+            codes, texts = values.text(attribute)
+            rule_of = {value: j for j, value in enumerate(table)}
+            rule_of_text = np.array([*(rule_of.get(t, -1) for t in texts), -1], dtype=np.int64)
+            rule = rule_of_text[codes][batch.row_lead]
+            block = np.zeros((n, len(table)))
+            hit = np.flatnonzero(rule >= 0)
+            block[hit, rule[hit]] = np.array(list(table.values()))[rule[hit]]
+            columns.append(block)
+        for column, bands in self.numbers.items():
+            number = values.number(column)[batch.row_lead]
+            columns.append(
+                np.column_stack([_band_points(number, band) for band in bands])
+                if bands
+                else np.zeros((n, 0))
+            )
+        return RulePoints(keys=self.rule_keys(), points=np.hstack(columns))
+
+    def score_batch(self, batch: LeadBatch, values: LeadValues) -> np.ndarray:
+        """Each scored row's points: the sum of what its rules add."""
+        total: np.ndarray = self.points_by_rule(batch, values).points.sum(axis=1)
+        return total
+
     def score(
         self,
         spine: pd.DataFrame,
@@ -125,83 +180,48 @@ class PointsRules(BaseModel):
         events: pd.DataFrame,
         features: FeatureConfig,
     ) -> pd.DataFrame:
-        """`rule_score` and `rule_mql` for every snapshot (lead_id, as_of) of `spine`, in order."""
-        event_points = self._event_points_by_type(spine, events).sum(axis=1)
-        attribute_points = self._attribute_points(spine, leads, features)
-        number_points = self._number_points(spine, leads)
-        total = event_points + attribute_points + number_points
+        """`rule_score` and `rule_mql` for every snapshot (lead_id, as_of) of `spine`, in order,
+        with the points from events, attributes and numbers apart."""
+        by_rule = self.points_by_rule_at(spine, leads, events, features)
+        sections = np.array([key.section for key in by_rule.keys], dtype=object)
+
+        def section(name: str) -> np.ndarray:
+            return np.asarray(by_rule.points[:, sections == name].sum(axis=1))
+
+        total = by_rule.points.sum(axis=1)
         return pd.DataFrame(
             {
                 LEAD_ID: spine[LEAD_ID].to_numpy(),
                 AS_OF: spine[AS_OF].to_numpy(),
-                "rule_event_points": event_points,
-                "rule_attribute_points": attribute_points,
-                "rule_number_points": number_points,
+                "rule_event_points": section("events"),
+                "rule_attribute_points": section("attributes"),
+                "rule_number_points": section("numbers"),
                 RULE_SCORE: total,
                 RULE_MQL: total >= self.mql_threshold,
             }
         )
 
-    def points_by_rule(
+    def points_by_rule_at(
         self,
         spine: pd.DataFrame,
         leads: pd.DataFrame,
         events: pd.DataFrame,
         features: FeatureConfig,
     ) -> RulePoints:
-        """The points each rule adds to each snapshot, by the same code as `score`.
+        """`points_by_rule` for snapshots of a leads table and an event log; a clear error for
+        a rule on a column the leads do not have."""
+        check_rule_columns(self, leads, features)
+        batch = batch_from_frames(spine, leads, events if self.events else None)
+        return self.points_by_rule(batch, LeadValues(batch, features))
 
-        With every rule at one point this is a design matrix whose fitted weights score exactly
-        as a table (event caps scale with the points: see `models.scorecard`).
-        """
-        n = len(spine)
-        columns = [self._event_points_by_type(spine, events)]
-        texts = attributes_at(spine, leads, features, list(self.attributes))
-        for attribute, table in self.attributes.items():
-            codes, uniques = pd.factorize(texts[attribute])
-            code_of = {str(value): code for code, value in enumerate(uniques)}
-            block = np.zeros((n, len(table)))
-            for j, (value, points) in enumerate(table.items()):
-                if value in code_of:
-                    block[codes == code_of[value], j] = points
-            columns.append(block)
-        numbers = numbers_at(spine, leads, list(self.numbers))
-        for column, bands in self.numbers.items():
-            block = np.zeros((n, len(bands)))
-            for j, band in enumerate(bands):
-                block[:, j] = _band_points(numbers[column].to_numpy(), band)
-            columns.append(block)
-        return RulePoints(keys=self.rule_keys(), points=np.hstack(columns))
-
-    def profile_points(self, values: Mapping[str, Any]) -> float:
-        """Attribute and number points of one lead from its values by column, without pandas.
-
-        The same points as `score` gives (for the API's one-lead path); absent or missing
-        values add nothing.
-        """
-        total = 0.0
-        for attribute, table in self.attributes.items():
-            value = values.get(attribute)
-            if not _is_missing(value):
-                total += table.get(str(value), 0.0)
-        for column, bands in self.numbers.items():
-            raw = values.get(column)
-            if raw is None or _is_missing(raw):
-                continue
-            try:
-                number = float(raw)
-            except (TypeError, ValueError) as exc:
-                raise DataContractError(f"value {raw!r} is not a number", column=column) from exc
-            total += sum(band.points for band in bands if number >= band.at_least)
-        return total
-
-    def _event_points_by_type(self, spine: pd.DataFrame, events: pd.DataFrame) -> np.ndarray:
-        """(snapshots, event types of the table): each type's decayed, capped points."""
+    def _event_points_by_type(self, batch: LeadBatch) -> np.ndarray:
+        """(rows, event types of the table): each type's decayed, capped points."""
         kinds = list(self.events)
-        n = len(spine)
+        n = batch.n_rows
         if not kinds or n == 0:
             return np.zeros((n, len(kinds)))
-        joined = events_before(spine, events, kinds)
+        arrays = batch.events_of_types(kinds)
+        joined = join_before(batch.row_lead, batch.as_of_ns, arrays, batch.n_leads)
         key = joined.row * len(kinds) + joined.type_code
         decay = (
             np.ones_like(joined.age_days)
@@ -227,106 +247,71 @@ class PointsRules(BaseModel):
         by_type: np.ndarray = per_type.reshape(n, len(kinds))
         return by_type
 
-    def _attribute_points(
-        self, spine: pd.DataFrame, leads: pd.DataFrame, features: FeatureConfig
-    ) -> np.ndarray:
-        n = len(spine)
-        if not self.attributes or n == 0:
-            return np.zeros(n)
-        texts = attributes_at(spine, leads, features, list(self.attributes))
-        total = np.zeros(n)
-        for attribute, table in self.attributes.items():
-            total += texts[attribute].map(table).fillna(0.0).to_numpy(dtype=np.float64)
-        return total
 
-    def _number_points(self, spine: pd.DataFrame, leads: pd.DataFrame) -> np.ndarray:
-        total = np.zeros(len(spine))
-        numbers = numbers_at(spine, leads, list(self.numbers))
-        for column, bands in self.numbers.items():
-            for band in bands:
-                total += _band_points(numbers[column].to_numpy(), band)
-        return total
+def attribute_names(columns: Sequence[str], features: FeatureConfig) -> list[str]:
+    """What rules can give points for: the leads' columns and what the title and e-mail tell."""
+    derived = [
+        *(TITLE_FEATURES if features.title_column is not None else ()),
+        *([EMAIL_DOMAIN] if features.email_column is not None else []),
+    ]
+    return [*(c for c in columns if c not in derived), *derived]
 
 
-def rule_attributes(leads: pd.DataFrame, features: FeatureConfig) -> pd.DataFrame:
-    """The lead attributes rules can give points for, as text: fit features plus the raw columns."""
-    fit = fit_features(leads, features)
-    if "is_company_email" in fit.columns:
-        flag = fit.pop("is_company_email")
-        domain = pd.Series(None, index=fit.index, dtype=object)
-        domain[flag == 1] = "company"
-        domain[flag == 0] = "free_mail"
-        fit[EMAIL_DOMAIN] = domain
-    raw = leads.drop(columns=[c for c in fit.columns if c in leads.columns])
-    return pd.concat([raw, fit], axis=1).astype(object)
+def check_rule_columns(rules: PointsRules, leads: pd.DataFrame, features: FeatureConfig) -> None:
+    """Every attribute and number the rules score is a column of the leads (or derived)."""
+    known = attribute_names([str(c) for c in leads.columns], features)
+    unknown = [a for a in rules.attributes if a not in known]
+    if unknown:
+        raise DataContractError(
+            f"the rules give points for attribute '{unknown[0]}', which the leads do not have",
+            hint=f"known attributes: {', '.join(known)}",
+        )
+    missing = [c for c in rules.numbers if c not in leads.columns]
+    if missing:
+        numeric = [c for c in leads.columns if pd.api.types.is_numeric_dtype(leads[c])]
+        raise DataContractError(
+            f"the rules give points for number '{missing[0]}', which the leads do not have",
+            hint=f"numeric lead columns: {', '.join(map(str, numeric)) or 'none'}",
+        )
 
 
 def attributes_at(
     spine: pd.DataFrame, leads: pd.DataFrame, features: FeatureConfig, names: Sequence[str]
 ) -> pd.DataFrame:
-    """The rule attributes `names` of each snapshot's lead as text (missing stays missing), in
-    spine order; a clear error for an attribute the leads do not have."""
-    if not names or len(spine) == 0:
-        return pd.DataFrame(index=pd.RangeIndex(len(spine)), columns=list(names), dtype="str")
-    values = rule_attributes(leads, features)
-    unknown = [a for a in names if a not in values.columns]
-    if unknown:
-        raise DataContractError(
-            f"the rules give points for attribute '{unknown[0]}', which the leads do not have",
-            hint=f"known attributes: {', '.join(values.columns)}",
-        )
-    pos = _lead_positions(spine, leads)
-    return pd.DataFrame(
-        {name: values[name].astype("str").to_numpy()[pos] for name in names}, dtype="str"
+    """The rule attributes `names` of each snapshot's lead as the rules read them (text,
+    missing stays missing), in spine order."""
+    check_rule_columns(
+        PointsRules(mql_threshold=0, attributes={key: {} for key in names}), leads, features
     )
+    batch = batch_from_frames(spine, leads, None)
+    values = LeadValues(batch, features)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        codes, texts = values.text(name)
+        lookup = np.array([*texts, None], dtype=object)
+        out[name] = lookup[codes][batch.row_lead]
+    return pd.DataFrame(out, index=pd.RangeIndex(len(spine)), columns=list(names), dtype="str")
 
 
 def numbers_at(spine: pd.DataFrame, leads: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """The number columns `names` of each snapshot's lead as float64 (NaN when missing), in
     spine order; a clear error for a column the leads do not have or a value that is no number."""
-    unknown = [c for c in names if c not in leads.columns]
-    if unknown:
-        known = [c for c in leads.columns if pd.api.types.is_numeric_dtype(leads[c])]
-        raise DataContractError(
-            f"the rules give points for number '{unknown[0]}', which the leads do not have",
-            hint=f"numeric lead columns: {', '.join(map(str, known)) or 'none'}",
-        )
-    pos = _lead_positions(spine, leads) if names else np.zeros(0, dtype=np.int64)
+    check_rule_columns(
+        PointsRules(mql_threshold=0, numbers={name: [] for name in names}), leads, FeatureConfig()
+    )
+    batch = batch_from_frames(spine, leads, None)
+    values = LeadValues(batch, FeatureConfig(title_column=None, email_column=None))
     return pd.DataFrame(
-        {name: _as_numbers(leads[name])[pos] for name in names},
+        {name: values.number(name)[batch.row_lead] for name in names},
         index=pd.RangeIndex(len(spine)),
         dtype=np.float64,
     )
-
-
-def _lead_positions(spine: pd.DataFrame, leads: pd.DataFrame) -> np.ndarray:
-    positions: np.ndarray = pd.Index(leads[LEAD_ID].to_numpy()).get_indexer(
-        spine[LEAD_ID].to_numpy()
-    )
-    return positions
-
-
-def _as_numbers(values: pd.Series) -> np.ndarray:
-    numbers = pd.to_numeric(values, errors="coerce")
-    not_numbers = numbers.isna() & values.notna()
-    if not_numbers.any():
-        raise DataContractError(
-            f"value {values[not_numbers].iloc[0]!r} is not a number",
-            column=str(values.name),
-            rows=np.flatnonzero(not_numbers.to_numpy()),
-        )
-    array: np.ndarray = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-    return array
 
 
 def _band_points(values: np.ndarray, band: NumberBand) -> np.ndarray:
     # NaN compares false: a missing number adds nothing.
     points: np.ndarray = np.where(values >= band.at_least, band.points, 0.0)
     return points
-
-
-def _is_missing(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _whole_numbers_as_int(data: Any) -> Any:

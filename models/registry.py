@@ -33,7 +33,7 @@ from features.contract import DataContractError
 from features.pointintime import AS_OF
 from features.training import LABEL
 from features.vocabulary import LEAD_ID
-from models.bundle import SCORER_ARTIFACT, request_example, requests_to_frames
+from models.bundle import SCORER_ARTIFACT, LeadScoreModel, request_example
 from models.compare import holdout_comparison, write_comparison
 from models.config import TrainConfig
 from models.evaluate import Scores, write_artifacts
@@ -257,11 +257,9 @@ def log_and_register(
         }
         scorer.save(folder / SCORER_ARTIFACT)
         example = request_example(leads, events, lead_columns_needed(scorer))
-        output = LeadScorer.load(folder / SCORER_ARTIFACT).score(
-            *requests_to_frames(example, scorer.features)
+        output = LeadScoreModel.for_scorer(LeadScorer.load(folder / SCORER_ARTIFACT)).predict(
+            None, example
         )
-        output["reasons"] = output["reasons"].map(str)
-        output[AS_OF] = output[AS_OF].astype("str")
         info = _log_bundle(folder / SCORER_ARTIFACT, example, output, config.model_name)
         version = str(info.registered_model_version)
         alias, reason, champion_metrics = decide_alias(

@@ -35,9 +35,9 @@ from models.points import (
     NumberBand,
     PointsRules,
     RuleKey,
+    attribute_names,
     attributes_at,
     numbers_at,
-    rule_attributes,
 )
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def fit_scorecard(
         raise DataContractError("the model gives every snapshot the same probability")
 
     candidates = candidate_rules(spine, leads, events, features, config)
-    design = candidates.points_by_rule(spine, leads, events, features)
+    design = candidates.points_by_rule_at(spine, leads, events, features)
     if not design.keys:
         raise DataContractError(
             f"no rule applies to at least {config.min_support:.0%} of the snapshots",
@@ -237,7 +237,7 @@ def _event_candidates(
         half_life_days=config.half_life_days,
         events={kind: EventPoints(points=1) for kind in kinds},
     )
-    decayed = uncapped.points_by_rule(spine, leads, events, features).points
+    decayed = uncapped.points_by_rule_at(spine, leads, events, features).points
     candidates: dict[str, EventPoints] = {}
     for j, kind in enumerate(kinds):
         seen = decayed[:, j] > 0
@@ -257,7 +257,7 @@ def _attribute_candidates(
         numeric = {*features.numeric_columns}
         columns = [
             c
-            for c in rule_attributes(leads.head(0), features).columns
+            for c in attribute_names([str(c) for c in leads.columns], features)
             if (c not in leads.columns or c in features.categorical_columns) and c not in numeric
         ]
     texts = attributes_at(spine, leads, features, columns)

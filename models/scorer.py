@@ -1,12 +1,15 @@
 """The one scoring path: features -> LightGBM -> calibration -> MQL policy, rules, reasons.
 
-Batch scoring, the pyfunc bundle, the API and the notebooks all call `LeadScorer`, so what is
-served is exactly what was evaluated.
+`LeadScorer.score_batch` scores a `LeadBatch` (features.batch), the kernel's one input, for one
+lead or a million: the API and the pyfunc bundle reach it from records, batch scoring, training
+and the notebooks from frames. So what is served is exactly what was evaluated.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,15 +19,19 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.build import build_features_at
+from features.batch import LeadBatch, batch_from_frames, batch_from_records
+from features.build import FeatureMatrix, category_features, check_lead_columns, feature_matrix
 from features.config import FeatureConfig
+from features.fit import TITLE_FEATURES, LeadValues
 from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT, LEAD_ID
 from models.calibration import Calibrator
 from models.explain import ReasonWriter
-from models.points import RULE_MQL, RULE_SCORE, PointsRules
+from models.points import RULE_MQL, RULE_SCORE, PointsRules, check_rule_columns
 from models.policy import MQLPolicy
-from models.treecontrib import ContributionTables, build_tables, lightgbm_matrix
+from models.treecontrib import ContributionTables, build_tables
+
+logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS: tuple[str, ...] = (
     LEAD_ID,
@@ -41,6 +48,49 @@ SCORE_COLUMNS: tuple[str, ...] = (
 _BOOSTER_FILE = "booster.txt"
 _SCORER_FILE = "scorer.json"
 _RULES_FILE = "points_rules.yaml"
+_CHECK_FILE = "check_rows.npz"
+# Feature rows kept with a bundle to check, when it loads, that LightGBM still gives the raw
+# scores it gave at training and that the reason tables add up to them.
+CHECK_ROWS = 256
+CHECK_TOLERANCE = 1e-9
+
+
+class ScoresDisagree(ValueError):
+    """A loaded model does not score its stored rows as it did when saved: refuse to serve."""
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One entry per scored row of a batch: the fields of `SCORE_COLUMNS`, and with
+    `monitored` the monitored feature values (for the prediction log)."""
+
+    columns: dict[str, Any]
+    monitored: list[dict[str, float]] | None = None
+
+    def _with_times(self) -> dict[str, Any]:
+        moments = pd.DatetimeIndex(np.asarray(self.columns[AS_OF]).view("datetime64[ns]"))
+        return {**self.columns, AS_OF: moments.tz_localize("UTC")}
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self._with_times())
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per row, Python values (cheaper than a frame's to_dict); `as_of` as a
+        pandas Timestamp."""
+        columns = self._with_times()
+        names = list(columns)
+        rows = zip(
+            *(
+                value.tolist() if isinstance(value, np.ndarray | pd.Index) else value
+                for value in columns.values()
+            ),
+            strict=True,
+        )
+        out = [dict(zip(names, row, strict=True)) for row in rows]
+        if self.monitored is not None:
+            for record, values in zip(out, self.monitored, strict=True):
+                record["features"] = values
+        return out
 
 
 @dataclass
@@ -57,86 +107,87 @@ class LeadScorer:
     metadata: dict[str, Any] = field(default_factory=dict)
     model_version: str = "unregistered"
     num_threads: int = 1
+    # Feature rows saved with the bundle and checked against LightGBM when it loads.
+    check_rows: np.ndarray | None = None
 
     @cached_property
     def reason_writer(self) -> ReasonWriter:
         return ReasonWriter(self.feature_names, self.features, top_k=3)
 
-    def feature_frame(
-        self, spine: pd.DataFrame, leads: pd.DataFrame, events: pd.DataFrame
-    ) -> pd.DataFrame:
-        return build_features_at(spine, leads, events, self.features)
-
     @cached_property
     def contribution_tables(self) -> ContributionTables:
         """LightGBM's pred_contrib, exactly, from tables built once per model (well under a
-        second): many times faster than TreeSHAP per row (models.treecontrib)."""
+        second): many times faster than TreeSHAP per row (models.treecontrib). For reasons."""
         return build_tables(self.booster)
 
-    def contributions(self, features: pd.DataFrame) -> np.ndarray:
-        """Per row, each feature's raw log-odds contribution, then the bias (as pred_contrib)."""
-        matrix = lightgbm_matrix(self.booster, features[self.feature_names])
-        return np.asarray(self.contribution_tables.predict(matrix))
+    # --- the kernel's model side ---
 
-    def raw_scores(
-        self, features: pd.DataFrame, contributions: np.ndarray | None = None
-    ) -> np.ndarray:
-        # The sum of the contributions (bias included): one definition of the score for every
-        # path, and free once the reasons need the contributions anyway.
-        if contributions is None:
-            contributions = self.contributions(features)
-        return np.asarray(contributions.sum(axis=1))
+    def feature_matrix(self, batch: LeadBatch, values: LeadValues | None = None) -> FeatureMatrix:
+        return feature_matrix(batch, self.features, values)
 
-    def probabilities(
-        self, features: pd.DataFrame, contributions: np.ndarray | None = None
-    ) -> np.ndarray:
-        return self.calibrator.apply(self.raw_scores(features, contributions))
+    def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        """LightGBM's own raw score (log-odds) of feature rows."""
+        threads = self.num_threads if len(matrix) > 1 else 1
+        raw: np.ndarray = np.asarray(
+            self.booster.predict(matrix, raw_score=True, num_threads=threads), dtype=np.float64
+        )
+        return raw
 
-    def reasons(
-        self, features: pd.DataFrame, contributions: np.ndarray | None = None
-    ) -> list[dict[str, list[dict[str, object]]]]:
-        if contributions is None:
-            contributions = self.contributions(features)
+    def score_batch(
+        self, batch: LeadBatch, *, with_reasons: bool = True, with_monitored: bool = False
+    ) -> ScoredBatch:
+        """Scores of every row of `batch`, in order."""
+        values = LeadValues(batch, self.features)
+        matrix = self.feature_matrix(batch, values)
+        probability = self.calibrator.apply(self.raw_scores(matrix.values))
+        rule_score = self.rules.score_batch(batch, values)
+        reasons: list[Any] = [None] * batch.n_rows
+        if with_reasons:
+            reasons = self._reasons(matrix)
+        columns: dict[str, Any] = {
+            LEAD_ID: batch.lead_ids[batch.row_lead],
+            AS_OF: batch.as_of_ns,
+            "probability": probability,
+            "mql": self.policy.mql(probability),
+            "tier": self.policy.tiers(probability),
+            "threshold": np.full(batch.n_rows, self.policy.threshold),
+            RULE_SCORE: rule_score,
+            RULE_MQL: rule_score >= self.rules.mql_threshold,
+            "reasons": reasons,
+            "model_version": [self.model_version] * batch.n_rows,
+        }
+        monitored = None
+        if with_monitored:
+            names = list(self.metadata.get("monitored_features", []))
+            picked = matrix.values[:, [matrix.names.index(n) for n in names]].tolist()
+            monitored = [dict(zip(names, row, strict=True)) for row in picked]
+        return ScoredBatch(columns, monitored)
+
+    def _reasons(self, matrix: FeatureMatrix) -> list[dict[str, list[dict[str, object]]]]:
+        contributions = np.asarray(self.contribution_tables.predict(matrix.values))
+        shown = {name: matrix.shown(name) for name in matrix.names}
         return [
             {side: [reason.as_dict() for reason in found] for side, found in lead.items()}
-            for lead in self.reason_writer.reasons_batch(
-                contributions, features[self.feature_names]
-            )
+            for lead in self.reason_writer.reasons_batch(contributions, shown)
         ]
 
-    def score_features(
+    # --- adapters: records and frames into the kernel ---
+
+    def score_records(
         self,
-        features: pd.DataFrame,
-        rules: pd.DataFrame,
+        records: Sequence[Mapping[str, Any]],
         *,
+        now: pd.Timestamp | None = None,
         with_reasons: bool = True,
         with_monitored: bool = False,
-    ) -> pd.DataFrame:
-        """Scores (columns SCORE_COLUMNS) of built feature rows and their rules' points, in
-        order; with `with_monitored`, also `features`: the monitored feature values, for the
-        log."""
-        contributions = self.contributions(features)
-        probability = self.probabilities(features, contributions)
-        scored = pd.DataFrame(
-            {
-                LEAD_ID: features[LEAD_ID].to_numpy(),
-                AS_OF: features[AS_OF].array,
-                "probability": probability,
-                "mql": self.policy.mql(probability),
-                "tier": self.policy.tiers(probability),
-                "threshold": self.policy.threshold,
-                RULE_SCORE: rules[RULE_SCORE].to_numpy(),
-                RULE_MQL: rules[RULE_MQL].to_numpy(),
-                "reasons": self.reasons(features, contributions) if with_reasons else None,
-                "model_version": self.model_version,
-            }
+    ) -> ScoredBatch:
+        """One lead per record (API bodies, pyfunc rows): attributes, `created_at`, optional
+        `as_of` (default `now`) and `events`."""
+        moment = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+        batch = batch_from_records(
+            records, int(moment.value), with_created=self.features.source == "events"
         )
-        if with_monitored:
-            monitored = list(self.metadata.get("monitored_features", []))
-            scored["features"] = pd.Series(
-                features[monitored].to_dict("records"), index=scored.index, dtype=object
-            )
-        return scored
+        return self.score_batch(batch, with_reasons=with_reasons, with_monitored=with_monitored)
 
     def score_snapshots(
         self,
@@ -145,15 +196,17 @@ class LeadScorer:
         events: pd.DataFrame,
         *,
         with_reasons: bool = True,
-        with_monitored: bool = False,
     ) -> pd.DataFrame:
-        """Scores for each (lead_id, as_of) of `spine`, in spine order: see `score_features`."""
-        return self.score_features(
-            self.feature_frame(spine, leads, events),
-            self.rules.score(spine, leads, events, self.features),
-            with_reasons=with_reasons,
-            with_monitored=with_monitored,
-        )
+        """Scores (columns SCORE_COLUMNS) for each (lead_id, as_of) of `spine`, in spine order,
+        from a leads table and an event log."""
+        scored = self.score_batch(self.batch_at(spine, leads, events), with_reasons=with_reasons)
+        return scored.frame()
+
+    def batch_at(self, spine: pd.DataFrame, leads: pd.DataFrame, events: pd.DataFrame) -> LeadBatch:
+        """The kernel's input for snapshots of a leads table (columns checked, clear errors)."""
+        check_lead_columns(leads, self.features)
+        check_rule_columns(self.rules, leads, self.features)
+        return batch_from_frames(spine[[LEAD_ID, AS_OF]].reset_index(drop=True), leads, events)
 
     def score(
         self,
@@ -162,7 +215,6 @@ class LeadScorer:
         as_of: pd.Timestamp | None = None,
         *,
         with_reasons: bool = True,
-        with_monitored: bool = False,
     ) -> pd.DataFrame:
         """Score every lead at `as_of` (default: now), or at its own `as_of` column if present."""
         if AS_OF in leads.columns:
@@ -175,12 +227,36 @@ class LeadScorer:
         )
         spine[AS_OF] = spine[AS_OF].dt.as_unit("ns")
         return self.score_snapshots(
-            spine,
-            leads.drop(columns=[AS_OF], errors="ignore"),
-            events,
-            with_reasons=with_reasons,
-            with_monitored=with_monitored,
+            spine, leads.drop(columns=[AS_OF], errors="ignore"), events, with_reasons=with_reasons
         )
+
+    # --- the bundle's folder ---
+
+    def check(self) -> None:
+        """LightGBM scores the stored rows as it did at training, and the reason tables add up
+        to those scores, within CHECK_TOLERANCE; otherwise `ScoresDisagree`."""
+        levels = self.features.category_levels or {}
+        expected_levels = [
+            list(TITLE_FEATURES[name]) if name in TITLE_FEATURES else levels.get(name)
+            for name in category_features(self.features)
+        ]
+        if (self.booster.pandas_categorical or []) != expected_levels:
+            raise ScoresDisagree(
+                "the model's category levels differ from its booster's: refusing to serve it"
+            )
+        if self.check_rows is None or not len(self.check_rows):
+            logger.warning("model %s has no stored rows to check its scores", self.model_version)
+            return
+        rows, expected = self.check_rows[:, :-1], self.check_rows[:, -1]
+        lightgbm = self.raw_scores(rows)
+        tables = np.asarray(self.contribution_tables.predict(rows)).sum(axis=1)
+        for what, got in (("LightGBM", lightgbm), ("the reason tables", tables)):
+            gap = float(np.max(np.abs(got - expected)))
+            if not gap <= CHECK_TOLERANCE:
+                raise ScoresDisagree(
+                    f"{what} score the model's stored rows up to {gap:.3g} away from the scores "
+                    "at training: refusing to serve it (was LightGBM upgraded?)"
+                )
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -195,12 +271,21 @@ class LeadScorer:
             "metadata": self.metadata,
         }
         (folder / _SCORER_FILE).write_text(json.dumps(state, indent=2, default=str))
+        if self.check_rows is not None:
+            np.savez(folder / _CHECK_FILE, rows=self.check_rows)
         return folder
+
+    def with_check_rows(self, rows: np.ndarray) -> None:
+        """Keep (up to CHECK_ROWS of) these feature rows and LightGBM's raw scores of them."""
+        rows = np.asarray(rows, dtype=np.float64)[:CHECK_ROWS]
+        self.check_rows = np.column_stack([rows, self.raw_scores(rows)])
 
     @classmethod
     def load(cls, folder: Path, *, model_version: str = "unregistered") -> LeadScorer:
+        """The saved scorer, checked (`check`) before it is handed out."""
         state = json.loads((folder / _SCORER_FILE).read_text())
-        return cls(
+        check = folder / _CHECK_FILE
+        scorer = cls(
             booster=lgb.Booster(model_file=str(folder / _BOOSTER_FILE)),
             calibrator=Calibrator.from_dict(state["calibrator"]),
             policy=MQLPolicy.from_dict(state["policy"]),
@@ -210,7 +295,10 @@ class LeadScorer:
             feature_names=list(state["feature_names"]),
             metadata=dict(state["metadata"]),
             model_version=model_version,
+            check_rows=np.load(check)["rows"] if check.exists() else None,
         )
+        scorer.check()
+        return scorer
 
 
 def lead_columns_needed(scorer: LeadScorer) -> list[str]:

@@ -360,7 +360,13 @@ def _fit_and_evaluate(
         },
         num_threads=config.lightgbm.num_threads,
     )
-    test_probability = scorer.probabilities(matrix.iloc[test])
+    # The holdout is scored by the kernel that serves, from the leads and events themselves.
+    test_batch = scorer.batch_at(
+        training_set[[LEAD_ID, AS_OF]].iloc[test], examples.leads, examples.events
+    )
+    test_matrix = scorer.feature_matrix(test_batch)
+    scorer.with_check_rows(test_matrix.values)
+    test_probability = scorer.calibrator.apply(scorer.raw_scores(test_matrix.values))
     monitored = _monitored_features(booster, names, matrix)
     scorer.metadata["monitored_features"] = monitored
     # What the newest holdout looked like, for drift (PSI) against what is scored later.
@@ -398,7 +404,7 @@ def _fit_and_evaluate(
         segment_name=segment_column or "segment",
     )
     step("evaluated on the newest holdout")
-    holdout = _holdout_leads(scorer, training_set, test, labels, rule_scores, segment_column)
+    holdout = _holdout_leads(scorer, examples, test, labels, segment_column)
     spine = training_set[[LEAD_ID, AS_OF]]
     scorecard, scorecard_summary = _suggest_points(
         examples,
@@ -431,17 +437,19 @@ HOLDOUT_LEADS_SHOWN = 20_000
 
 def _holdout_leads(
     scorer: LeadScorer,
-    training_set: pd.DataFrame,
+    examples: _Examples,
     test: np.ndarray,
     labels: np.ndarray,
-    rule_scores: pd.DataFrame,
     segment_column: str | None,
 ) -> pd.DataFrame:
-    """Each holdout lead once, at its first holdout snapshot, scored the way it is served."""
+    """Each holdout lead once, at its first holdout snapshot, scored as it is served."""
+    training_set = examples.training_set
     first = ~pd.Series(training_set[LEAD_ID].to_numpy()[test]).duplicated().to_numpy()
     rows = test[first][-HOLDOUT_LEADS_SHOWN:]
     features = training_set.iloc[rows]
-    frame = scorer.score_features(features, rule_scores.iloc[rows]).drop(columns="model_version")
+    frame = scorer.score_snapshots(
+        features[[LEAD_ID, AS_OF]], examples.leads, examples.events
+    ).drop(columns="model_version")
     frame[CONVERTED] = labels[rows]
     if segment_column is not None and segment_column in training_set.columns:
         frame[segment_column] = features[segment_column].astype("str").to_numpy()

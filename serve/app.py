@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -33,8 +33,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from features.pointintime import AS_OF
-from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
-from models.fastpath import LeadEvents
+from features.vocabulary import CREATED_AT
 from models.registry import use_tracking
 from models.scorer import lead_columns_needed
 from serve.predictionlog import PredictionLog
@@ -162,89 +161,22 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _ns(moment: datetime) -> int:
-    # Exact integer arithmetic: float seconds would round some microseconds.
-    return (moment - _EPOCH) // _MICROSECOND * 1_000
-
-
-def _lead_events(lead: LeadIn) -> LeadEvents:
-    return LeadEvents(
-        ts=np.array([_ns(e["ts"]) for e in lead.events], dtype=np.int64),
-        kinds=[e["event_type"] for e in lead.events],
-    )
-
-
-def _utc(ns: np.ndarray) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
-
-
-# A lead's attributes: its declared fields except events and as_of, then any extra field.
-_DECLARED = tuple(name for name in LeadIn.model_fields if name not in ("events", AS_OF))
-
-
-def _frames(leads: list[LeadIn], now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leads (with as_of) and events as frames, for the vectorised batch path.
-
-    Leads are keyed by their position in the request, not their id: a batch may score one lead
-    at several times, and each copy must see only the events sent with it. Built column by
-    column (a frame from a list of row dicts costs several times more), times as int64 ns.
-    """
-    n = len(leads)
-    positions = [str(position) for position in range(n)]
-    columns: dict[str, Any] = {name: [getattr(lead, name) for lead in leads] for name in _DECLARED}
-    columns[LEAD_ID] = positions
-    for position, lead in enumerate(leads):
-        for key, value in (lead.model_extra or {}).items():
-            # Missing in other leads: NaN, as a frame built from row dicts has it.
-            columns.setdefault(key, [math.nan] * n)[position] = value
-    if all(lead.created_at is not None for lead in leads):
-        columns[CREATED_AT] = _utc(
-            np.array([_ns(lead.created_at) for lead in leads], dtype=np.int64)  # type: ignore[arg-type]
-        )
-    columns[AS_OF] = _utc(
-        np.array([_ns(lead.as_of) if lead.as_of else now.value for lead in leads], dtype=np.int64)
-    )
-    events = [event for lead in leads for event in lead.events]
-    # As `_ns`, inline: a batch holds tens of thousands of events.
-    micros = np.array([(e["ts"] - _EPOCH) // _MICROSECOND for e in events], dtype=np.int64)
-    return pd.DataFrame(columns), pd.DataFrame(
-        {
-            LEAD_ID: pd.array(
-                np.repeat(np.array(positions, dtype=object), [len(lead.events) for lead in leads]),
-                dtype="str",
-            ),
-            TS: _utc(micros * 1_000),
-            EVENT_TYPE: [event["event_type"] for event in events],
-        }
-    )
-
-
 # Requests with at most this many leads are scored on the event loop itself.
 _INLINE_LEADS = 4
 
 
-def _score(model: LoadedModel, leads: list[LeadIn], batch_path_from: int) -> list[dict[str, Any]]:
-    now = pd.Timestamp.now(tz="UTC")
-    if model.fast is not None and len(leads) < batch_path_from:
-        return [
-            model.fast.score(
-                {**lead.attributes(), CREATED_AT: lead.created_at},
-                _lead_events(lead),
-                pd.Timestamp(lead.as_of) if lead.as_of else now,
-            )
-            for lead in leads
-        ]
-    frame, events = _frames(leads, now)
-    scored = model.scorer.score(frame, events, with_monitored=True)
-    scored[LEAD_ID] = [lead.lead_id for lead in leads]
-    # One dict per lead from column lists (Python values): cheaper than to_dict("records").
-    names = [str(name) for name in scored.columns]
-    rows = zip(*(scored[name].tolist() for name in scored.columns), strict=True)
-    return [dict(zip(names, row, strict=True)) for row in rows]
+def _score(model: LoadedModel, leads: list[LeadIn]) -> list[dict[str, Any]]:
+    """Every request, one lead or a thousand, through the one kernel adapter for records."""
+    records = [
+        {
+            **lead.attributes(),
+            CREATED_AT: lead.created_at,
+            AS_OF: lead.as_of,
+            "events": lead.events,
+        }
+        for lead in leads
+    ]
+    return model.scorer.score_records(records, with_monitored=True).records()
 
 
 def _field_path(loc: Sequence[Any]) -> list[Any]:
@@ -450,11 +382,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                         detail=[{"loc": ["body", "leads", i, column], "msg": "not a number",
                                  "type": "float_parsing"}],
                     )  # fmt: skip
-        if model.fast is not None and len(leads) <= _INLINE_LEADS:
-            # About a millisecond: cheaper on the event loop than a hop to a worker thread.
-            answers = _score(model, leads, settings.batch_path_from)
+        if len(leads) <= _INLINE_LEADS:
+            # Well under a millisecond: cheaper on the event loop than a hop to a worker thread.
+            answers = _score(model, leads)
         else:
-            answers = await run_in_threadpool(_score, model, leads, settings.batch_path_from)
+            answers = await run_in_threadpool(_score, model, leads)
         scored_at = datetime.now(UTC)
         request.app.state.prediction_log.append(
             [_log_record(answer, scored_at) for answer in answers]

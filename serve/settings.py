@@ -27,8 +27,6 @@ class ServeSettings(BaseSettings):
     max_batch: int = Field(1_000, ge=1)
     max_events_per_lead: int = Field(5_000, ge=0)
     max_body_bytes: int = Field(10 * 2**20, ge=1_024)
-    # Batches at least this big take the vectorised batch path; smaller ones go lead by lead.
-    batch_path_from: int = Field(32, ge=1)
     prediction_log_url: str = "sqlite:///predictions.db"
     # LightGBM threads for batch requests (single leads always use one): with one worker on two
     # cores, two threads nearly halve a large batch.

@@ -11,7 +11,6 @@ from mlflow import MlflowClient
 
 from features.contract import DataContractError
 from models.compare import comparison_html, holdout_comparison, leads_csv
-from models.fastpath import FastLeadScorer
 from models.registry import load_holdout, load_scorer
 from models.scorer import LeadScorer
 
@@ -21,8 +20,6 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LoadedModel:
     scorer: LeadScorer
-    # None when the model needs the batch path (account features, snapshot exports)
-    fast: FastLeadScorer | None
     version: str
     loaded_at: datetime
     # The model-vs-rules page of the model's holdout and its lead list as CSV, built at load;
@@ -70,14 +67,10 @@ class ModelHolder:
                 return False
             scorer = load_scorer(f"models:/{self.name}/{version}")
             scorer.num_threads = self.predict_threads
-            fast: FastLeadScorer | None = None
-            if scorer.features.source == "events":
-                try:
-                    fast = FastLeadScorer(scorer)
-                except ValueError:
-                    fast = None
+            # Built now, when the model loads, rather than on the first request.
+            _ = scorer.contribution_tables
             page, csv = holdout_page(scorer, self.name)
             previous = self.current.version if self.current else None
-            self.current = LoadedModel(scorer, fast, version, datetime.now(UTC), page, csv)
+            self.current = LoadedModel(scorer, version, datetime.now(UTC), page, csv)
             logger.info("serving %s v%s (was %s)", self.name, version, previous)
             return True

@@ -8,12 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
+from features.fit import company_email, parse_title
 from features.pointintime import AS_OF
 from features.training import snapshot_spine
-from models.points import RULE_MQL, RULE_SCORE, PointsRules, RuleKey, rule_attributes
+from features.vocabulary import EVENT_TYPES
+from models.points import RULE_MQL, RULE_SCORE, EventPoints, NumberBand, PointsRules, RuleKey
 from tests.conftest import START, random_funnel
 
 FEATURES = FeatureConfig()
@@ -48,6 +52,24 @@ def naive_score(
     return total
 
 
+def naive_attributes(leads: pd.DataFrame) -> pd.DataFrame:
+    """What the rules read of each lead, one lead at a time: the raw values as text, and
+    what the title and e-mail tell (indexed by lead id)."""
+    free = frozenset(FEATURES.free_mail_domains)
+    rows = []
+    for lead in leads.to_dict("records"):
+        row = {k: None if pd.isna(v) else str(v).strip() for k, v in lead.items() if k != "lead_id"}
+        row["employees"] = lead.get("employees")
+        title, email = lead["job_title"], lead["email"]
+        row["seniority"], row["job_function"] = (
+            (None, None) if pd.isna(title) else parse_title(str(title).strip())
+        )
+        flag = np.nan if pd.isna(email) else company_email(str(email).strip(), free)
+        row["email_domain"] = {1.0: "company", 0.0: "free_mail"}.get(flag)
+        rows.append(row)
+    return pd.DataFrame(rows, index=leads["lead_id"].to_numpy())
+
+
 NUMBERS = {"employees": [{"at_least": 50, "points": 5}, {"at_least": 500, "points": 10}]}
 
 
@@ -73,7 +95,7 @@ def test_vectorised_points_equal_a_plain_loop(
         until=START + pd.Timedelta(days=400),
     )
     scored = rules.score(spine, leads, funnel.events, FEATURES)
-    attributes = rule_attributes(leads, FEATURES).set_index(leads["lead_id"])
+    attributes = naive_attributes(leads)
     expected = [
         naive_score(
             rules,
@@ -97,7 +119,7 @@ def test_points_by_rule_add_up_to_the_score_rule_by_rule() -> None:
     spine = snapshot_spine(
         leads, SnapshotConfig(offsets_days=[0, 20], horizon_days=10), START + pd.Timedelta(days=400)
     )
-    by_rule = rules.points_by_rule(spine, leads, funnel.events, FEATURES)
+    by_rule = rules.points_by_rule_at(spine, leads, funnel.events, FEATURES)
     assert by_rule.keys == rules.rule_keys()
     assert by_rule.points.shape == (len(spine), len(rules.rule_keys()))
     scored = rules.score(spine, leads, funnel.events, FEATURES)
@@ -295,17 +317,67 @@ def test_number_rules_on_a_missing_or_non_numeric_column_say_so() -> None:
         rules.score(spine, leads, events, features)
 
 
-def test_one_lead_profile_points_equal_the_batch_points() -> None:
-    funnel = random_funnel(n_leads=30, seed=25)
-    leads = _with_employees(funnel.leads, seed=25)
+def test_attribute_points_read_the_value_as_written_not_the_models_categories() -> None:
+    """A value no model has seen still earns the table's points; values are trimmed, case is
+    kept as the table writes it."""
     rules = PointsRules(
         mql_threshold=0,
-        attributes=PointsRules.default().attributes | {"country": {"US": 3}},
-        numbers=NUMBERS,
+        half_life_days=None,
+        attributes={"company_size": {"5000+": 10, " Enterprise ": 7}},
     )
-    spine = pd.DataFrame({"lead_id": leads["lead_id"], AS_OF: START})
-    batch = rules.score(spine, leads, funnel.events.iloc[:0], FEATURES)[RULE_SCORE]
-    values = rule_attributes(leads, FEATURES).to_dict("records")
-    one_by_one = [rules.profile_points({str(k): v for k, v in row.items()}) for row in values]
-    assert one_by_one == pytest.approx(batch.tolist())
-    assert rules.profile_points({}) == 0
+    assert rules.attributes["company_size"] == {"5000+": 10, "Enterprise": 7}
+    trained = FEATURES.model_copy(update={"category_levels": {"company_size": ["1-10"]}})
+    scores = []
+    for size in ["5000+", " 5000+ ", "Enterprise", "enterprise", None]:
+        leads, events = _one_lead([], company_size=size)
+        spine = pd.DataFrame({"lead_id": leads["lead_id"], AS_OF: START + pd.Timedelta(days=1)})
+        scores.append(float(rules.score(spine, leads, events, trained)[RULE_SCORE].iloc[0]))
+    assert scores == [10, 10, 7, 0, 0]
+
+
+_points = st.floats(-50, 50, allow_nan=False).map(lambda x: round(x, 2))
+_rules = st.builds(
+    PointsRules,
+    mql_threshold=_points,
+    half_life_days=st.one_of(st.none(), st.floats(0.5, 400, allow_nan=False)),
+    events=st.dictionaries(
+        st.sampled_from(list(EVENT_TYPES)),
+        st.builds(
+            EventPoints,
+            points=_points,
+            cap=st.one_of(st.none(), st.floats(1, 100, allow_nan=False)),
+            repeatable=st.booleans(),
+        ),
+        max_size=6,
+    ),
+    attributes=st.dictionaries(
+        st.sampled_from(["seniority", "company_size", "email_domain", "country"]),
+        st.dictionaries(st.sampled_from(["vp", "5000+", "US", "free_mail", "DE"]), _points),
+        max_size=3,
+    ),
+    numbers=st.dictionaries(
+        st.just("employees"),
+        st.lists(st.builds(NumberBand, at_least=_points, points=_points), max_size=3),
+        max_size=1,
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rules=_rules)
+def test_a_saved_table_loads_as_the_same_table_and_scores_the_same(
+    rules: PointsRules, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every setting survives the bundle's save and load: `half_life_days: null` (never decay)
+    stays null, caps and first-time-only rules stay."""
+    path = tmp_path_factory.mktemp("rules") / "points_rules.yaml"
+    path.write_text(rules.to_yaml())
+    loaded = PointsRules.from_yaml(path)
+    assert loaded == rules
+    funnel = random_funnel(n_leads=20, n_events=300, seed=3)
+    leads = _with_employees(funnel.leads, seed=3)
+    spine = pd.DataFrame({"lead_id": leads["lead_id"], AS_OF: START + pd.Timedelta(days=150)})
+    np.testing.assert_array_equal(
+        loaded.score(spine, leads, funnel.events, FEATURES)[RULE_SCORE],
+        rules.score(spine, leads, funnel.events, FEATURES)[RULE_SCORE],
+    )

@@ -128,7 +128,7 @@ def test_candidate_columns_times_points_score_as_the_exported_table(fitted: Fitt
     args = (fitted.older.iloc[:2_000], fitted.leads, fitted.events, FEATURES)
     candidates = candidate_rules(*args, CONFIG)
     assert len(candidates.events) >= 8 and candidates.attributes and not candidates.numbers
-    design = candidates.points_by_rule(*args)
+    design = candidates.points_by_rule_at(*args)
     rng = np.random.default_rng(3)
     points = rng.integers(-30, 31, len(design.keys)).astype(np.float64)
     table = PointsRules(

@@ -143,9 +143,10 @@ def test_monotone_engagement_never_lowers_the_score_for_more_engagement() -> Non
     result = train(funnel, lightgbm=lightgbm)
     frame = result.training_set.iloc[result.split.rows["test"]].head(300).copy()
     scorer = result.scorer
-    before = scorer.raw_scores(frame)
+    before = scorer.booster.predict(frame[scorer.feature_names], raw_score=True)
     frame["pricing_page_view_count_7d"] += 3
     frame["pricing_page_view_count_all"] += 3
-    assert (scorer.raw_scores(frame) >= before - 1e-12).all()
+    after = scorer.booster.predict(frame[scorer.feature_names], raw_score=True)
+    assert (after >= before - 1e-12).all()
     assert np.isfinite(result.evaluation.metrics["model_roc_auc"])
     assert isinstance(result.test, pd.DataFrame)

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.batch import LeadBatch
+from features.build import feature_frame
 from models.scorer import LeadScorer
 from models.treecontrib import (
     ContributionTables,
@@ -191,7 +193,7 @@ def test_pandas_categories_with_unseen_and_missing_values() -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline_scorer() -> tuple[LeadScorer, pd.DataFrame]:
+def pipeline_scorer() -> tuple[LeadScorer, pd.DataFrame, LeadBatch]:
     """The project's own model (depth 4, 15 leaves, categorical fit features) on simulated
     leads, and its feature frame for those leads."""
     funnel, scorer = trained_scorer(3_000, seed=5)
@@ -203,14 +205,15 @@ def pipeline_scorer() -> tuple[LeadScorer, pd.DataFrame]:
         }
     )
     events = funnel.events[funnel.events["lead_id"].isin(leads["lead_id"])]
-    return scorer, scorer.feature_frame(spine, leads, events)
+    batch = scorer.batch_at(spine, leads, events)
+    return scorer, feature_frame(spine, scorer.feature_matrix(batch)), batch
 
 
 @pytest.fixture(scope="module")
 def pipeline_model(
-    pipeline_scorer: tuple[LeadScorer, pd.DataFrame],
+    pipeline_scorer: tuple[LeadScorer, pd.DataFrame, LeadBatch],
 ) -> tuple[lgb.Booster, pd.DataFrame]:
-    scorer, features = pipeline_scorer
+    scorer, features, _ = pipeline_scorer
     return scorer.booster, features[scorer.feature_names]
 
 
@@ -287,17 +290,20 @@ def test_refuses_what_it_cannot_do() -> None:
 
 
 def test_scorer_scores_and_reasons_match_lightgbm(
-    pipeline_scorer: tuple[LeadScorer, pd.DataFrame],
+    pipeline_scorer: tuple[LeadScorer, pd.DataFrame, LeadBatch],
 ) -> None:
-    scorer, features = pipeline_scorer
+    scorer, features, batch = pipeline_scorer
     frame = features[scorer.feature_names]
+    matrix = scorer.feature_matrix(batch).values
+    # The kernel's matrix is what LightGBM makes of the training-style frame, bit for bit.
+    assert np.array_equal(matrix, lightgbm_matrix(scorer.booster, frame), equal_nan=True)
     raw = scorer.booster.predict(frame, raw_score=True)
-    np.testing.assert_allclose(scorer.raw_scores(features), raw, rtol=0, atol=TOLERANCE)
-    # The reasons LeadScorer wrote from LightGBM's own contributions, before the tables.
+    np.testing.assert_allclose(scorer.raw_scores(matrix), raw, rtol=0, atol=TOLERANCE)
+    # The reasons the scorer writes from the tables, against LightGBM's own contributions.
     expected = scorer.reason_writer.reasons_batch(
         np.asarray(scorer.booster.predict(frame, pred_contrib=True)), frame
     )
-    got = scorer.reasons(features)
+    got = scorer.score_batch(batch).columns["reasons"]
     for mine, theirs in zip(got, expected, strict=True):
         for side in ("for", "against"):
             assert [r["phrase"] for r in mine[side]] == [r.phrase for r in theirs[side]]

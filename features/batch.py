@@ -1,0 +1,245 @@
+"""The kernel's one input: leads, the moments they are scored at and their events, as arrays.
+
+Every path builds a `LeadBatch` here and the feature and points kernels read nothing else:
+API bodies and pyfunc rows through `batch_from_records` (each record is its own lead, with the
+events sent with it), loaded files and training sets through `batch_from_frames` (a leads
+table, a spine of (lead_id, as_of) snapshots and an event log). Values stay raw: the kernels
+decide what a missing value, a number or a category is, once for every path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import DataContractError
+from features.pointintime import AS_OF, EventArrays, as_utc_ns, positions
+from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
+
+EVENTS_FIELD = "events"
+
+
+@dataclass(frozen=True)
+class LeadBatch:
+    """Leads (one entry each), scored rows (one per (lead, as_of)) and events, as arrays."""
+
+    lead_ids: np.ndarray  # per lead
+    columns: Mapping[str, np.ndarray]  # raw attribute values per lead, by column name
+    created_ns: np.ndarray | None  # int64 ns per lead; None for snapshot exports
+    row_lead: np.ndarray  # int64 per scored row: position of its lead
+    as_of_ns: np.ndarray  # int64 ns per scored row
+    event_lead: np.ndarray  # int64 per event: position of its lead, -1 for unknown leads
+    event_ts: np.ndarray  # int64 ns per event
+    event_kind: np.ndarray  # int64 per event: position in `kinds`, -1 when missing
+    kinds: tuple[str, ...]  # event type names, as sent
+
+    @property
+    def n_leads(self) -> int:
+        return len(self.lead_ids)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_lead)
+
+    def column(self, name: str) -> np.ndarray | None:
+        """A lead column's raw values, or None when no lead has it."""
+        return self.columns.get(name, None)
+
+    def events_of_types(self, event_types: Sequence[str]) -> EventArrays:
+        """The events encoded against a type list: other types get -1 (and are not joined)."""
+        index = {kind: i for i, kind in enumerate(event_types)}
+        # The last entry answers code -1 (no type).
+        lookup = np.array([*(index.get(kind, -1) for kind in self.kinds), -1], dtype=np.int64)
+        return EventArrays(
+            lead_pos=self.event_lead, type_code=lookup[self.event_kind], ts=self.event_ts
+        )
+
+
+# --- records: API bodies and pyfunc rows -------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def time_ns(value: object, field: str) -> int:
+    """Nanoseconds since epoch (UTC) of an aware datetime, pandas Timestamp or ISO 8601 text
+    with an offset; anything else is refused with the field's name."""
+    if isinstance(value, pd.Timestamp):
+        if value.tzinfo is None:
+            raise DataContractError(f"{field}: time {value} has no timezone")
+        return int(value.value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise DataContractError(f"{field}: {value!r} is not an ISO 8601 time") from exc
+    if not isinstance(value, datetime):
+        raise DataContractError(f"{field}: {value!r} is not a time")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise DataContractError(f"{field}: time {value.isoformat()} has no timezone")
+    # Exact integer arithmetic: float seconds would round some microseconds.
+    return (value - _EPOCH) // _MICROSECOND * 1_000
+
+
+def batch_from_records(
+    records: Sequence[Mapping[str, Any]],
+    now_ns: int,
+    *,
+    with_created: bool = True,
+    columns: Sequence[str] = (),
+) -> LeadBatch:
+    """One lead per record: its attributes, `created_at` (when `with_created`), an optional
+    `as_of` (default `now_ns`) and an optional `events` list of {"ts", "event_type"} (or its
+    JSON text). A repeated lead id is another lead: each copy sees only its own events.
+    `columns` are always present, missing where a record lacks them."""
+    n = len(records)
+    names: dict[str, None] = dict.fromkeys(columns)
+    for record in records:
+        names.update(dict.fromkeys(record))
+    for key in (LEAD_ID, CREATED_AT, AS_OF, EVENTS_FIELD):
+        names.pop(key, None)
+    values: dict[str, np.ndarray] = {}
+    for name in names:
+        column = np.empty(n, dtype=object)
+        column[:] = [record.get(name) for record in records]
+        values[name] = column
+    lead_ids = np.empty(n, dtype=object)
+    lead_ids[:] = [record.get(LEAD_ID) for record in records]
+    created = (
+        np.array(
+            [time_ns(record.get(CREATED_AT), CREATED_AT) for record in records], dtype=np.int64
+        )
+        if with_created
+        else None
+    )
+    as_of = np.array(
+        [
+            now_ns if _absent(record.get(AS_OF)) else time_ns(record[AS_OF], AS_OF)
+            for record in records
+        ],
+        dtype=np.int64,
+    )
+    owners: list[int] = []
+    times: list[int] = []
+    kinds: list[str] = []
+    for position, record in enumerate(records):
+        for event in _events_of(record.get(EVENTS_FIELD)):
+            owners.append(position)
+            times.append(time_ns(event.get(TS), "events.ts"))
+            kinds.append(str(event.get(EVENT_TYPE)))
+    code_of: dict[str, int] = {}
+    event_kind = np.array([code_of.setdefault(k, len(code_of)) for k in kinds], dtype=np.int64)
+    return LeadBatch(
+        lead_ids=lead_ids,
+        columns=values,
+        created_ns=created,
+        row_lead=np.arange(n, dtype=np.int64),
+        as_of_ns=as_of,
+        event_lead=np.array(owners, dtype=np.int64),
+        event_ts=np.array(times, dtype=np.int64),
+        event_kind=event_kind,
+        kinds=tuple(code_of),
+    )
+
+
+def _absent(value: object) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+def _events_of(cell: object) -> list[Mapping[str, Any]]:
+    if _absent(cell):
+        return []
+    if isinstance(cell, str):
+        try:
+            cell = json.loads(cell)
+        except ValueError as exc:
+            raise DataContractError(f"events: not a JSON list ({exc})") from exc
+    if not isinstance(cell, list | tuple | np.ndarray) or not all(
+        isinstance(event, Mapping) for event in cell
+    ):
+        raise DataContractError('events: expected a list of {"ts", "event_type"} objects')
+    return list(cell)
+
+
+# --- frames: loaded files and training sets ----------------------------------------------------
+
+
+class _FrameColumns(Mapping[str, np.ndarray]):
+    """A leads frame's columns as arrays, converted when a kernel first asks for one."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+        self._names = [str(c) for c in frame.columns if c not in (LEAD_ID, CREATED_AT)]
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            if name not in self._names:
+                raise KeyError(name)
+            column = self._frame[name]
+            numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(
+                column
+            )
+            # Nullable numbers (Int64, Float64) as float with NaN, not objects holding pd.NA.
+            self._cache[name] = (
+                column.to_numpy(dtype=np.float64, na_value=np.nan) if numeric else column.to_numpy()
+            )
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+def batch_from_frames(
+    spine: pd.DataFrame, leads: pd.DataFrame, events: pd.DataFrame | None
+) -> LeadBatch:
+    """Snapshots `spine` (`lead_id`, `as_of`) of the leads table (unique ids), with the event
+    log `events` (`lead_id`, `ts`, `event_type`; None or empty for none). Events of leads not
+    in the table are kept aside by the join."""
+    lead_ids = leads[LEAD_ID].to_numpy()
+    row_lead = positions(lead_ids, spine[LEAD_ID].to_numpy())
+    if (row_lead < 0).any():
+        raise DataContractError(
+            "snapshots name leads that are not in the leads table",
+            column=LEAD_ID,
+            rows=np.flatnonzero(row_lead < 0),
+        )
+    created = as_utc_ns(leads[CREATED_AT]) if CREATED_AT in leads.columns else None
+    if events is None or events.empty:
+        event_lead = event_ts = event_kind = np.zeros(0, dtype=np.int64)
+        kinds: tuple[str, ...] = ()
+    else:
+        event_lead = positions(lead_ids, events[LEAD_ID].to_numpy())
+        event_ts = as_utc_ns(events[TS])
+        types = events[EVENT_TYPE]
+        if isinstance(types.dtype, pd.CategoricalDtype):
+            event_kind = types.cat.codes.to_numpy().astype(np.int64)
+            kinds = tuple(str(k) for k in types.cat.categories)
+        else:
+            codes, uniques = pd.factorize(types)
+            event_kind = codes.astype(np.int64)
+            kinds = tuple(str(k) for k in uniques)
+    return LeadBatch(
+        lead_ids=lead_ids,
+        columns=_FrameColumns(leads),
+        created_ns=created,
+        row_lead=row_lead.astype(np.int64),
+        as_of_ns=as_utc_ns(spine[AS_OF]),
+        event_lead=event_lead.astype(np.int64),
+        event_ts=event_ts,
+        event_kind=event_kind,
+        kinds=kinds,
+    )
