@@ -28,7 +28,7 @@ SECTION = "## Feature building"
 
 
 def _data_dir(n_leads: int) -> Path:
-    from features.simulator import SimulatorConfig, simulate_funnel, write_funnel
+    from simulator.funnel import SimulatorConfig, simulate_funnel, write_funnel
 
     folder = OUT / f"funnel-{n_leads}"
     if not (folder / "events.parquet").exists():

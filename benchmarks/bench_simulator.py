@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.report import machine, peak_rss_gb, versions, write_section
-from features.simulator import SimulatorConfig, simulate_funnel, write_funnel
+from simulator.funnel import SimulatorConfig, simulate_funnel, write_funnel
 
 SECTION = "## Funnel simulator"
 

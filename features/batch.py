@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 
 from features.contract import DataContractError
-from features.pointintime import AS_OF, EventArrays, as_utc_ns, positions
+from features.pointintime import (
+    AS_OF,
+    EventArrays,
+    EventsAtSnapshots,
+    as_utc_ns,
+    join_before,
+    positions,
+    spine_chunks,
+)
 from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
 
 EVENTS_FIELD = "events"
@@ -39,6 +47,10 @@ class LeadBatch:
     event_ts: np.ndarray  # int64 ns per event
     event_kind: np.ndarray  # int64 per event: position in `kinds`, -1 when missing
     kinds: tuple[str, ...]  # event type names, as sent
+    # Joins computed once per batch (see `events_before`).
+    _joins: dict[str, EventsAtSnapshots | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def n_leads(self) -> int:
@@ -54,12 +66,35 @@ class LeadBatch:
 
     def events_of_types(self, event_types: Sequence[str]) -> EventArrays:
         """The events encoded against a type list: other types get -1 (and are not joined)."""
+        return EventArrays(
+            lead_pos=self.event_lead,
+            type_code=self._type_lookup(event_types)[self.event_kind],
+            ts=self.event_ts,
+        )
+
+    def events_before(self, event_types: Sequence[str]) -> EventsAtSnapshots | None:
+        """Each row's events of `event_types` strictly before its as_of, cut from one join of
+        all the batch's events that the features and the rules share; None when that join is
+        too large to hold at once (callers then join their types in chunks)."""
+        if "all" not in self._joins:
+            every = EventArrays(
+                lead_pos=self.event_lead,
+                type_code=np.where(self.event_kind >= 0, self.event_kind, -1),
+                ts=self.event_ts,
+            )
+            chunks = list(spine_chunks(self.row_lead, every, self.n_leads))
+            self._joins["all"] = (
+                join_before(self.row_lead, self.as_of_ns, every, self.n_leads)
+                if len(chunks) == 1
+                else None
+            )
+        joined = self._joins["all"]
+        return None if joined is None else joined.of_types(self._type_lookup(event_types))
+
+    def _type_lookup(self, event_types: Sequence[str]) -> np.ndarray:
         index = {kind: i for i, kind in enumerate(event_types)}
         # The last entry answers code -1 (no type).
-        lookup = np.array([*(index.get(kind, -1) for kind in self.kinds), -1], dtype=np.int64)
-        return EventArrays(
-            lead_pos=self.event_lead, type_code=lookup[self.event_kind], ts=self.event_ts
-        )
+        return np.array([*(index.get(kind, -1) for kind in self.kinds), -1], dtype=np.int64)
 
 
 # --- records: API bodies and pyfunc rows -------------------------------------------------------

@@ -38,14 +38,17 @@ def behaviour_feature_names(config: FeatureConfig) -> list[str]:
     for kind in config.event_types:
         names += [f"{kind}_count_{w}d" for w in config.windows_days]
         names += [f"{kind}_count_all", f"{kind}_days_since_last"]
-    return [
-        *names,
-        "engagement_decayed",
-        "active_days",
-        "velocity_7d_vs_30d",
-        "days_since_last_activity",
-        "email_open_rate",
-    ]
+    return [*names, *_TAIL_FEATURES]
+
+
+# Behaviour over all inbound events, after the per-type block (in `_behaviour_block`'s order).
+_TAIL_FEATURES = (
+    "engagement_decayed",
+    "active_days",
+    "velocity_7d_vs_30d",
+    "days_since_last_activity",
+    "email_open_rate",
+)
 
 
 def feature_names(config: FeatureConfig) -> list[str]:
@@ -173,17 +176,18 @@ class FeatureMatrix:
     names: list[str]
     values: np.ndarray  # (rows, features)
     levels: dict[str, list[str]]  # categorical feature -> its levels
+    position: dict[str, int]  # feature -> its column
 
     def shown(self, name: str) -> np.ndarray:
         """A feature as the reasons read it: a category's text (None when unknown), numbers."""
-        column = self.values[:, self.names.index(name)]
+        column = self.values[:, self.position[name]]
         if name not in self.levels:
             return column
         texts = np.array([*self.levels[name], None], dtype=object)
         return texts[np.where(np.isnan(column), -1, column).astype(np.int64)]
 
     def category_codes(self, name: str) -> np.ndarray:
-        column = self.values[:, self.names.index(name)]
+        column = self.values[:, self.position[name]]
         return np.where(np.isnan(column), -1, column).astype(np.int64)
 
 
@@ -196,17 +200,20 @@ def category_features(config: FeatureConfig) -> list[str]:
 
 
 def feature_matrix(
-    batch: LeadBatch, config: FeatureConfig, values: LeadValues | None = None
+    batch: LeadBatch,
+    config: FeatureConfig,
+    values: LeadValues | None = None,
+    names: list[str] | None = None,
 ) -> FeatureMatrix:
     """The one feature kernel: features for each scored row of `batch`, in row order.
 
     Behaviour uses only events strictly before each row's as_of; fit attributes come from the
     lead, which holds what is known at creation. Outcome columns are never read. Category
     levels are `config.category_levels` (a trained model's) or, when absent, learned from the
-    batch's leads (training).
+    batch's leads (training). `names`: `feature_names(config)`, when the caller keeps them.
     """
     values = values or LeadValues(batch, config)
-    names = feature_names(config)
+    names = feature_names(config) if names is None else names
     position = {name: i for i, name in enumerate(names)}
     n = batch.n_rows
     # Column-major, so that every feature column is one contiguous array.
@@ -219,23 +226,26 @@ def feature_matrix(
             raise DataContractError(f"leads need '{CREATED_AT}' for a model of events")
         as_of = batch.as_of_ns
         out[:, position["lead_age_days"]] = (as_of - batch.created_ns[batch.row_lead]) / NS_PER_DAY
-        arrays = batch.events_of_types(config.event_types)
-        behaviour_names = behaviour_feature_names(config)
-        first = position[behaviour_names[0]]
-        behaviour = out[:, first : first + len(behaviour_names)]
-        for rows in spine_chunks(batch.row_lead, arrays, batch.n_leads):
-            joined = join_before(batch.row_lead[rows], as_of[rows], arrays, batch.n_leads)
-            if len(rows) == n:
-                _behaviour_block(joined, config, behaviour)
-            else:
-                block = np.empty((len(rows), len(behaviour_names)))
+        first = position[f"{config.event_types[0]}_count_{config.windows_days[0]}d"]
+        width = len(config.event_types) * (len(config.windows_days) + 2) + len(_TAIL_FEATURES)
+        behaviour = out[:, first : first + width]
+        shared = batch.events_before(config.event_types)
+        if shared is not None:
+            _behaviour_block(shared, config, behaviour)
+        else:
+            arrays = batch.events_of_types(config.event_types)
+            for rows in spine_chunks(batch.row_lead, arrays, batch.n_leads):
+                joined = join_before(batch.row_lead[rows], as_of[rows], arrays, batch.n_leads)
+                block = np.empty((len(rows), width))
                 _behaviour_block(joined, config, block)
                 behaviour[rows] = block
         if config.account_column is not None:
-            accounts = _account_block(batch, values, arrays, config)
+            accounts = _account_block(
+                batch, values, batch.events_of_types(config.event_types), config
+            )
             for i, name in enumerate(ACCOUNT_FEATURES):
                 out[:, position[name]] = accounts[:, i]
-    return FeatureMatrix(names=names, values=out, levels=levels)
+    return FeatureMatrix(names=names, values=out, levels=levels, position=position)
 
 
 def _fit_per_lead(

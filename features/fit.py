@@ -216,6 +216,7 @@ class LeadValues:
         self.config = config
         self._texts: dict[str, tuple[np.ndarray, list[str]]] = {}
         self._numbers: dict[str, np.ndarray] = {}
+        self._email_flags: np.ndarray | None = None
 
     def raw(self, column: str) -> np.ndarray:
         found = self.batch.column(column)
@@ -225,7 +226,7 @@ class LeadValues:
         """`text_codes` of a column's raw values; the derived `seniority`, `job_function` and
         `email_domain` (company / free_mail) when the config parses titles or e-mails."""
         if column not in self._texts:
-            derived = self._derived_text(column)
+            derived = self._derived_text(column) if column in _DERIVED else None
             self._texts[column] = derived if derived is not None else text_codes(self.raw(column))
         return self._texts[column]
 
@@ -244,17 +245,19 @@ class LeadValues:
         return sorted(texts[c] for c in np.unique(codes[codes >= 0]))
 
     def company_email_flag(self) -> np.ndarray:
-        assert self.config.email_column is not None
-        codes, texts = text_codes(self.raw(self.config.email_column))
-        free = frozenset(self.config.free_mail_domains)
-        lookup = np.array([*(company_email(t, free) for t in texts), math.nan])
-        flags: np.ndarray = lookup[codes]
-        return flags
+        """1.0 company domain, 0.0 free mail, NaN unknown, per lead."""
+        if self._email_flags is None:
+            assert self.config.email_column is not None
+            codes, texts = self.text(self.config.email_column)
+            free = frozenset(self.config.free_mail_domains)
+            lookup = np.array([*(company_email(t, free) for t in texts), math.nan])
+            self._email_flags = lookup[codes]
+        return self._email_flags
 
     def _derived_text(self, column: str) -> tuple[np.ndarray, list[str]] | None:
         config = self.config
-        if column in ("seniority", "job_function") and config.title_column is not None:
-            codes, titles = text_codes(self.raw(config.title_column))
+        if column in TITLE_FEATURES and config.title_column is not None:
+            codes, titles = self.text(config.title_column)
             part = 0 if column == "seniority" else 1
             parsed = [parse_title(title)[part] for title in titles]
             levels = list(SENIORITY_LEVELS if part == 0 else JOB_FUNCTIONS)
@@ -270,6 +273,8 @@ class LeadValues:
 
 # What the rules call the e-mail's kind of domain (the address itself is never kept).
 EMAIL_DOMAIN = "email_domain"
+# What the title and the e-mail tell, by the names rules and features give them.
+_DERIVED = frozenset(("seniority", "job_function", EMAIL_DOMAIN))
 # Features parsed from the title: categories with fixed levels.
 TITLE_FEATURES: dict[str, tuple[str, ...]] = {
     "seniority": SENIORITY_LEVELS,

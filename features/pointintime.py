@@ -39,6 +39,19 @@ class EventsAtSnapshots:
     age_days: np.ndarray  # float64: as_of - ts in days, always > 0
     day: np.ndarray  # int64: the event's UTC calendar day (days since epoch)
 
+    def of_types(self, lookup: np.ndarray) -> EventsAtSnapshots:
+        """The pairs whose type `lookup` maps to a code >= 0, with that code as their type;
+        pair order is kept, so sums over them add in the same order as a join of those types."""
+        code = lookup[self.type_code]
+        keep = code >= 0
+        return EventsAtSnapshots(
+            n_rows=self.n_rows,
+            row=self.row[keep],
+            type_code=code[keep],
+            age_days=self.age_days[keep],
+            day=self.day[keep],
+        )
+
 
 def as_utc_ns(values: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """Nanoseconds since epoch of UTC timestamps (NaT becomes the int64 minimum)."""

@@ -33,19 +33,10 @@ from features.contract import (
     map_labels,
     read_table,
 )
-from features.simulator import (
-    SIMULATION_STEPS,
-    SimulatorConfig,
-    simulate_funnel,
-    write_funnel,
-)
 from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
 from features.storage import write_table_atomic, write_text_atomic
 from features.training import LABEL, make_training_set
 from features.vocabulary import CONVERTED, LEAD_ID
-from models.compare import headline, holdout_comparison, write_comparison
-from models.leakage import leakage_findings, leakage_report
-from models.points import RULE_MQL, PointsRules
 from models.registry import (
     load_holdout,
     load_scorer,
@@ -54,7 +45,10 @@ from models.registry import (
     use_tracking,
 )
 from models.registry import promote as promote_version
-from models.scorer import LeadScorer
+from models.reports.comparison import headline, holdout_comparison, write_comparison
+from models.rules.points import RULE_MQL, PointsRules
+from models.scoring.scorer import LeadScorer
+from models.training.leakage import leakage_findings, leakage_report
 from pipelines.config import LeadscoreConfig, load_config
 from pipelines.monitor import build_report
 from pipelines.training import (
@@ -64,6 +58,12 @@ from pipelines.training import (
     run_training,
 )
 from serve.settings import ServeSettings
+from simulator.funnel import (
+    SIMULATION_STEPS,
+    SimulatorConfig,
+    simulate_funnel,
+    write_funnel,
+)
 
 app = typer.Typer(
     help="Predictive lead scoring: point-in-time features and rule-based points.",

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from features.config import DatasetConfig, FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
-from models.config import TrainConfig
+from models.training.config import TrainConfig
 
 
 class LeadscoreConfig(BaseSettings):

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from models.monitoring import drift_report, expand_features, outcome_report
-from models.scorer import LeadScorer
+from models.reports.monitoring import drift_report, expand_features, outcome_report
+from models.scoring.scorer import LeadScorer
 from serve.predictionlog import PredictionLog
 
 

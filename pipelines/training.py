@@ -10,9 +10,9 @@ import pandas as pd
 
 from features.snapshot import SnapshotTable, empty_events
 from features.vocabulary import LEAD_ID
-from models.points import PointsRules
 from models.registry import Registration, log_and_register
-from models.train import TrainingResult, train_lead_scorer, train_snapshot_scorer
+from models.rules.points import PointsRules
+from models.training.train import TrainingResult, train_lead_scorer, train_snapshot_scorer
 from pipelines.config import LeadscoreConfig
 
 logger = logging.getLogger(__name__)

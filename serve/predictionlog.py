@@ -4,7 +4,7 @@ The API hands records to `PredictionLog.append`, which only puts them on an in-m
 background thread writes them in batches. If the queue is full the records are dropped and
 counted, never waited for: a slow disk must not slow the API. Outcomes posted back (won/lost) are
 written synchronously by `record_outcomes`. `leadscore monitor` reads both back as DataFrames
-(see `models.monitoring`).
+(see `models.reports.monitoring`).
 
 Storage is any SQLAlchemy URL (SQLAlchemy Core, no ORM); the app's default is
 `sqlite:///predictions.db` in the working directory. SQLite runs in WAL mode so the API's writer
@@ -42,7 +42,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from models.monitoring import PREDICTION_COLUMNS
+from models.reports.monitoring import PREDICTION_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ class PredictionLog:
         """Logged predictions (scored_at >= `since` if given), oldest first; PREDICTION_FIELDS.
 
         lead_id as text, scored_at and as_of as UTC timestamps, mql and rule_mql as nullable
-        booleans, features as JSON text (`models.monitoring.expand_features` makes columns).
+        booleans, features as JSON text (`models.reports.monitoring.expand_features` makes columns).
         """
         query = sa.select(*(predictions_table.c[name] for name in PREDICTION_FIELDS)).order_by(
             predictions_table.c.scored_at, predictions_table.c.id

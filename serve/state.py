@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 
 from features.contract import DataContractError
-from models.compare import comparison_html, holdout_comparison, leads_csv
 from models.registry import load_holdout, load_scorer
-from models.scorer import LeadScorer
+from models.reports.comparison import comparison_html, holdout_comparison, leads_csv
+from models.scoring.scorer import LeadScorer
 
 logger = logging.getLogger(__name__)
 

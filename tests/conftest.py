@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 
 from features.config import SnapshotConfig
-from features.simulator import SimulatedFunnel, SimulatorConfig, simulate_funnel
 from features.vocabulary import EVENT_TYPES
-from models.config import TrainConfig
-from models.points import PointsRules
-from models.scorer import LeadScorer
-from models.train import train_lead_scorer
+from models.rules.points import PointsRules
+from models.scoring.scorer import LeadScorer
+from models.training.config import TrainConfig
+from models.training.train import train_lead_scorer
 from pipelines.config import LeadscoreConfig
 from pipelines.training import TrainingRun, run_training
+from simulator.funnel import SimulatedFunnel, SimulatorConfig, simulate_funnel
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 TITLES = ["VP Marketing", "Student", "Software Engineer", "CEO", "Head of IT", None, "IT Manager"]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.compare import (
+from models.reports.comparison import (
     ALL_LEADS_FILE,
     HTML_FILE,
     JSON_FILE,

@@ -1,7 +1,7 @@
 """The comparison page in a real headless Chromium: numbers after the script ran, filters from
 the address, and a screenshot that shows something.
 
-Expected numbers come from plain pandas on the example frame, not from models.compare.
+Expected numbers come from plain pandas on the example frame, not from models.reports.comparison.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.compare import compare_model_and_rules, comparison_html
+from models.reports.comparison import compare_model_and_rules, comparison_html
 from tests.browser import (
     Element,
     descendants,

@@ -13,7 +13,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from models.evaluate import (
+from models.reports.evaluation import (
     Scores,
     classification_metrics,
     compare_at_equal_volume,

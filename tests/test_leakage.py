@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.leakage import (
+from models.training.leakage import (
     FILLED_FOR_ONE_CLASS,
     POST_OUTCOME_VALUES,
     PREDICTS_LABEL,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluate import reliability_table
-from models.monitoring import (
+from models.reports.evaluation import reliability_table
+from models.reports.monitoring import (
     CLOSED_BEFORE,
     CONVERTED,
     NOT_CONVERTED,

@@ -8,10 +8,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from features.simulator import SimulatorConfig, simulate_funnel, write_funnel
-from models.points import PointsRules
+from models.rules.points import PointsRules
 from pipelines.config import LeadscoreConfig
 from pipelines.training import run_training
+from simulator.funnel import SimulatorConfig, simulate_funnel, write_funnel
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

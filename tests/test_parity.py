@@ -30,16 +30,16 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from features.config import SnapshotConfig
-from features.simulator import SimulatorConfig, simulate_funnel
 from features.vocabulary import EVENT_TYPES
-from models.points import PointsRules
 from models.registry import load_holdout, load_scorer, use_tracking
-from models.scorer import LeadScorer
+from models.rules.points import PointsRules
+from models.scoring.scorer import LeadScorer
 from pipelines.cli import app as cli
 from pipelines.config import LeadscoreConfig
 from pipelines.training import TrainingRun, run_training
 from serve.app import create_app
 from serve.settings import ServeSettings
+from simulator.funnel import SimulatorConfig, simulate_funnel
 
 NAME = "leadscore"
 COMPARED = ("probability", "mql", "tier", "rule_score", "rule_mql", "reasons")

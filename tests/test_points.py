@@ -17,7 +17,7 @@ from features.fit import company_email, parse_title
 from features.pointintime import AS_OF
 from features.training import snapshot_spine
 from features.vocabulary import EVENT_TYPES
-from models.points import RULE_MQL, RULE_SCORE, EventPoints, NumberBand, PointsRules, RuleKey
+from models.rules.points import RULE_MQL, RULE_SCORE, EventPoints, NumberBand, PointsRules, RuleKey
 from tests.conftest import START, random_funnel
 
 FEATURES = FeatureConfig()

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from models.monitoring import outcome_report
+from models.reports.monitoring import outcome_report
 from serve.predictionlog import PREDICTION_FIELDS, InvalidRecord, PredictionLog
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)

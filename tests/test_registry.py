@@ -19,14 +19,14 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from features.simulator import SimulatedFunnel, SimulatorConfig, simulate_funnel, write_funnel
-from models.bundle import request_example
-from models.points import PointsRules
 from models.registry import CHALLENGER, CHAMPION, load_scorer, tracking_uri, use_tracking
-from models.scorer import lead_columns_needed
+from models.rules.points import PointsRules
+from models.scoring.bundle import request_example
+from models.scoring.scorer import lead_columns_needed
 from pipelines.cli import app
 from pipelines.config import LeadscoreConfig
 from pipelines.training import TrainingRun, run_training
+from simulator.funnel import SimulatedFunnel, SimulatorConfig, simulate_funnel, write_funnel
 
 NAME = "leadscore"
 runner = CliRunner()
@@ -160,7 +160,7 @@ def test_a_run_that_fails_late_never_moves_champion(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("models.registry.decide_alias", interrupted)
+    monkeypatch.setattr("models.registry.store.decide_alias", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_training(funnel.leads, funnel.events, settings(workdir, funnel), PointsRules.default())
     assert champion_version() == before

@@ -12,10 +12,10 @@ import pytest
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
 from features.pointintime import AS_OF
-from features.simulator import SimulatorConfig, simulate_funnel, true_conversion_probability
 from features.training import label_snapshots, snapshot_spine
-from models.points import RULE_MQL, RULE_SCORE, EventPoints, NumberBand, PointsRules
-from models.scorecard import ScorecardConfig, candidate_rules, fit_scorecard, scorecard_report
+from models.rules.points import RULE_MQL, RULE_SCORE, EventPoints, NumberBand, PointsRules
+from models.rules.scorecard import ScorecardConfig, candidate_rules, fit_scorecard, scorecard_report
+from simulator.funnel import SimulatorConfig, simulate_funnel, true_conversion_probability
 
 FEATURES = FeatureConfig()
 CONFIG = ScorecardConfig(max_rules=20)

@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
-from features.simulator import SimulatedFunnel
 from models.registry import CHAMPION, use_tracking
 from pipelines.training import TrainingRun
 from serve.app import create_app
 from serve.settings import ServeSettings
+from simulator.funnel import SimulatedFunnel
 from tests.conftest import train_into_store
 
 NAME = "leadscore"
@@ -195,7 +195,7 @@ def test_attribute_that_is_not_a_value_is_422(client: TestClient) -> None:
         "/predict", json={"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "budget": {"a": 1}}
     )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "leads", 0]
+    assert response.json()["detail"][0]["loc"] == ["body", "budget"]
 
 
 def test_batch_limit_body_limit_and_api_key(

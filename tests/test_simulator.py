@@ -13,16 +13,16 @@ from scipy.special import ndtr
 from scipy.stats import kstest
 from sklearn.metrics import roc_auc_score
 
-from features import simulator
 from features.config import FREE_MAIL_DOMAINS
-from features.simulator import (
+from features.vocabulary import EVENT_TYPES
+from simulator import funnel as simulator
+from simulator.funnel import (
     SimulatedFunnel,
     SimulatorConfig,
     simulate_funnel,
     true_conversion_probability,
     write_funnel,
 )
-from features.vocabulary import EVENT_TYPES
 
 SMALL = SimulatorConfig(n_leads=4_000, seed=7)
 # Large enough for rate and calibration checks with tight tolerances, still well under a second.

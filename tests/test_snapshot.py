@@ -14,10 +14,10 @@ from features.config import DatasetConfig, FeatureConfig, LeadColumns
 from features.contract import DataContractError
 from features.snapshot import empty_events, load_snapshot_table
 from features.vocabulary import CONVERTED, LEAD_ID
-from models import train as train_module
-from models.config import TrainConfig
-from models.points import PointsRules
-from models.train import train_snapshot_scorer
+from models.rules.points import PointsRules
+from models.training import train as train_module
+from models.training.config import TrainConfig
+from models.training.train import train_snapshot_scorer
 from pipelines.cli import app
 
 runner = CliRunner()

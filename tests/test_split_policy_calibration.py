@@ -13,10 +13,10 @@ from sklearn.frozen import FrozenEstimator
 
 from features.contract import DataContractError
 from features.pointintime import NS_PER_DAY
-from models.calibration import BoosterClassifier, Calibrator, choose_calibrator
-from models.config import PolicyConfig, SplitConfig
-from models.policy import fit_policy
-from models.split import SLICES, split_by_time
+from models.training.calibration import BoosterClassifier, Calibrator, choose_calibrator
+from models.training.config import PolicyConfig, SplitConfig
+from models.training.policy import fit_policy
+from models.training.split import SLICES, split_by_time
 from tests.conftest import START
 
 

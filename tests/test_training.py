@@ -13,19 +13,19 @@ from typer.testing import CliRunner
 
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
-from features.simulator import (
+from features.training import LABEL
+from models.rules.points import PointsRules
+from models.training.config import TrainConfig
+from models.training.split import SLICES
+from models.training.train import TrainingResult, train_lead_scorer
+from pipelines.cli import app
+from simulator.funnel import (
     SimulatedFunnel,
     SimulatorConfig,
     simulate_funnel,
     true_conversion_probability,
     write_funnel,
 )
-from features.training import LABEL
-from models.config import TrainConfig
-from models.points import PointsRules
-from models.split import SLICES
-from models.train import TrainingResult, train_lead_scorer
-from pipelines.cli import app
 
 runner = CliRunner()
 

@@ -11,8 +11,8 @@ import pytest
 
 from features.batch import LeadBatch
 from features.build import feature_frame
-from models.scorer import LeadScorer
-from models.treecontrib import (
+from models.scoring.scorer import LeadScorer
+from models.scoring.treecontrib import (
     ContributionTables,
     build_tables,
     lightgbm_matrix,

@@ -15,7 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from features.snapshot import load_snapshot_table
-from models.points import PointsRules
+from models.rules.points import PointsRules
+from pipelines import cli
 from pipelines.cli import app
 from pipelines.config import load_config
 from pipelines.training import TrainingRun, run_snapshot_training
@@ -84,8 +85,12 @@ def test_strict_training_refuses_the_export_with_its_leaks(
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_leakage_command_reads_the_config_and_marks_excluded_columns() -> None:
-    done = runner.invoke(app, ["leakage", "-c", str(CONFIG), "--strict"], env={"COLUMNS": "250"})
+def test_leakage_command_reads_the_config_and_marks_excluded_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Wide enough for one finding per line, whatever terminal the console saw at import.
+    monkeypatch.setattr(cli.console, "width", 250)
+    done = runner.invoke(app, ["leakage", "-c", str(CONFIG), "--strict"])
     assert done.exit_code == 0, done.output  # every flagged column is already excluded
     flagged = [line for line in done.output.splitlines() if "(excluded by the config)" in line]
     assert {line.split()[0] for line in flagged} >= {"Tags", "Lead"}

@@ -9,7 +9,7 @@ import numpy as np
 
 from features.contract import DataContractError
 from features.pointintime import NS_PER_DAY
-from models.config import PolicyConfig
+from models.training.config import PolicyConfig
 
 
 @dataclass(frozen=True)

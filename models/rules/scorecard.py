@@ -27,8 +27,8 @@ from sklearn.metrics import roc_auc_score
 
 from features.config import FeatureConfig
 from features.contract import DataContractError
-from models.evaluate import compare_at_equal_volume
-from models.points import (
+from models.reports.evaluation import compare_at_equal_volume
+from models.rules.points import (
     RULE_MQL,
     RULE_SCORE,
     EventPoints,

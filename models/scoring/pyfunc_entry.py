@@ -6,6 +6,6 @@ MLflow executes this file when it loads the bundle; the scorer itself comes from
 
 from mlflow.models import set_model
 
-from models.bundle import LeadScoreModel
+from models.scoring.bundle import LeadScoreModel
 
 set_model(LeadScoreModel())

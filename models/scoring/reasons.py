@@ -439,10 +439,13 @@ class ReasonWriter:
         """Top reasons for every lead: row i of `contributions` explains row i of `frame` (a
         frame, or feature values by name)."""
         matrix = self._features_only(np.asarray(contributions, dtype=np.float64), ndim=2)
-        n_rows = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values())))
-        if n_rows != len(matrix):
-            raise ValueError(f"{len(matrix)} contribution rows but {n_rows} rows in the frame")
-        missing = [n for n in self.feature_names if n not in frame]
+        if isinstance(frame, pd.DataFrame) and len(frame) != len(matrix):
+            raise ValueError(f"{len(matrix)} contribution rows but {len(frame)} rows in the frame")
+        missing = (
+            [n for n in self.feature_names if n not in frame]
+            if isinstance(frame, pd.DataFrame)
+            else []
+        )
         if missing:
             raise KeyError(f"the frame lacks feature column(s) {', '.join(map(repr, missing))}")
         k = min(self.top_k, matrix.shape[1])

@@ -24,23 +24,24 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema
 from pandas.errors import Pandas4Warning
 from sklearn.metrics import log_loss, roc_auc_score
 
 from features.contract import DataContractError
 from features.pointintime import AS_OF
 from features.training import LABEL
-from features.vocabulary import LEAD_ID
-from models.bundle import SCORER_ARTIFACT, LeadScoreModel, request_example
-from models.compare import holdout_comparison, write_comparison
-from models.config import TrainConfig
-from models.evaluate import Scores, write_artifacts
-from models.points import PointsRules
-from models.scorer import LeadScorer, lead_columns_needed
-from models.split import SLICES
-from models.train import TrainingResult
+from features.vocabulary import CREATED_AT, LEAD_ID
+from models.reports.comparison import holdout_comparison, write_comparison
+from models.reports.evaluation import Scores, write_artifacts
+from models.rules.points import PointsRules
+from models.scoring.bundle import SCORER_ARTIFACT, LeadScoreModel, request_example
+from models.scoring.scorer import LeadScorer, lead_columns_needed
+from models.training.config import TrainConfig
+from models.training.split import SLICES
+from models.training.train import TrainingResult
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ SCORECARD_FILE = "suggested_points.yaml"
 CHALLENGER = "challenger"
 TRACKING_DB = "mlflow.db"
 # Logged as a model from code; never imported here (importing it registers the model object).
-PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+# The bundle's entry point, a file MLflow executes (not imported here: it registers the model).
+PYFUNC_ENTRY = Path(__file__).parents[1] / "scoring" / "pyfunc_entry.py"
 ARTIFACTS_DIR = "mlartifacts"
 _RUNTIME_PACKAGES = (
     *("mlflow", "lightgbm", "scikit-learn", "scipy", "pandas", "numpy", "pyarrow"),
@@ -343,12 +345,28 @@ def _log_bundle(
         name="model",
         python_model=str(PYFUNC_ENTRY),
         artifacts={SCORER_ARTIFACT: str(scorer_folder)},
-        signature=infer_signature(example, output),
+        signature=_signature(example, output),
         input_example=example,
         pip_requirements=_versions_pinned(),
         registered_model_name=name,
     )
     return info
+
+
+def _signature(example: pd.DataFrame, output: pd.DataFrame) -> ModelSignature:
+    """The bundle's signature, inferred from its example, with every column but the lead's id
+    and creation time optional: a lead without an attribute, `as_of` or events is scored (as
+    the API scores it), not refused by MLflow's schema check."""
+    inferred = infer_signature(example, output)
+    assert inferred.inputs is not None
+    inputs = Schema(
+        [
+            ColSpec(spec.type, spec.name, required=spec.name in (LEAD_ID, CREATED_AT))
+            for spec in inferred.inputs.inputs
+            if isinstance(spec, ColSpec)
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 
 def promote(name: str, version: str, workdir: Path) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,11 +25,11 @@ from features.config import FeatureConfig
 from features.fit import TITLE_FEATURES, LeadValues
 from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT, LEAD_ID
-from models.calibration import Calibrator
-from models.explain import ReasonWriter
-from models.points import RULE_MQL, RULE_SCORE, PointsRules, check_rule_columns
-from models.policy import MQLPolicy
-from models.treecontrib import ContributionTables, build_tables
+from models.rules.points import RULE_MQL, RULE_SCORE, PointsRules, check_rule_columns
+from models.scoring.reasons import ReasonWriter
+from models.scoring.treecontrib import ContributionTables, build_tables
+from models.training.calibration import Calibrator
+from models.training.policy import MQLPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +67,19 @@ class ScoredBatch:
     columns: dict[str, Any]
     monitored: list[dict[str, float]] | None = None
 
-    def _with_times(self) -> dict[str, Any]:
-        moments = pd.DatetimeIndex(np.asarray(self.columns[AS_OF]).view("datetime64[ns]"))
-        return {**self.columns, AS_OF: moments.tz_localize("UTC")}
-
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self._with_times())
+        moments = pd.DatetimeIndex(np.asarray(self.columns[AS_OF]).view("datetime64[ns]"))
+        return pd.DataFrame({**self.columns, AS_OF: moments.tz_localize("UTC")})
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per row, Python values (cheaper than a frame's to_dict); `as_of` as a
         pandas Timestamp."""
-        columns = self._with_times()
+        moments = [pd.Timestamp(ns, tz="UTC") for ns in np.asarray(self.columns[AS_OF]).tolist()]
+        columns = {**self.columns, AS_OF: moments}
         names = list(columns)
         rows = zip(
             *(
-                value.tolist() if isinstance(value, np.ndarray | pd.Index) else value
+                value.tolist() if isinstance(value, np.ndarray) else value
                 for value in columns.values()
             ),
             strict=True,
@@ -117,13 +115,13 @@ class LeadScorer:
     @cached_property
     def contribution_tables(self) -> ContributionTables:
         """LightGBM's pred_contrib, exactly, from tables built once per model (well under a
-        second): many times faster than TreeSHAP per row (models.treecontrib). For reasons."""
+        second): many times faster than TreeSHAP per row (`treecontrib`). For the reasons."""
         return build_tables(self.booster)
 
     # --- the kernel's model side ---
 
     def feature_matrix(self, batch: LeadBatch, values: LeadValues | None = None) -> FeatureMatrix:
-        return feature_matrix(batch, self.features, values)
+        return feature_matrix(batch, self.features, values, self.feature_names)
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         """LightGBM's own raw score (log-odds) of feature rows."""
@@ -159,13 +157,13 @@ class LeadScorer:
         monitored = None
         if with_monitored:
             names = list(self.metadata.get("monitored_features", []))
-            picked = matrix.values[:, [matrix.names.index(n) for n in names]].tolist()
+            picked = matrix.values[:, [matrix.position[n] for n in names]].tolist()
             monitored = [dict(zip(names, row, strict=True)) for row in picked]
         return ScoredBatch(columns, monitored)
 
     def _reasons(self, matrix: FeatureMatrix) -> list[dict[str, list[dict[str, object]]]]:
         contributions = np.asarray(self.contribution_tables.predict(matrix.values))
-        shown = {name: matrix.shown(name) for name in matrix.names}
+        shown = _Shown(matrix)
         return [
             {side: [reason.as_dict() for reason in found] for side, found in lead.items()}
             for lead in self.reason_writer.reasons_batch(contributions, shown)
@@ -299,6 +297,26 @@ class LeadScorer:
         )
         scorer.check()
         return scorer
+
+
+class _Shown(Mapping[str, np.ndarray]):
+    """A matrix's features as the reasons read them, each made when first asked for: the
+    reasons name only a few."""
+
+    def __init__(self, matrix: FeatureMatrix) -> None:
+        self._matrix = matrix
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._matrix.shown(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._matrix.names)
+
+    def __len__(self) -> int:
+        return len(self._matrix.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._matrix.position
 
 
 def lead_columns_needed(scorer: LeadScorer) -> list[str]:

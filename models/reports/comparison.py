@@ -40,8 +40,8 @@ import pandas as pd
 from markupsafe import Markup
 
 from features.storage import atomic_paths
-from models.evaluate import decile_table, list_groups
-from models.scorer import LeadScorer
+from models.reports.evaluation import decile_table, list_groups
+from models.scoring.scorer import LeadScorer
 
 logger = logging.getLogger(__name__)
 
@@ -1047,7 +1047,7 @@ def charts(comparison: Comparison) -> dict[str, Markup]:
 @functools.cache
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("models", "templates"),
+        loader=jinja2.PackageLoader("models.reports", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

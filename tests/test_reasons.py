@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import models.explain as explain
+import models.scoring.reasons as explain
 from features.build import build_features, feature_names
 from features.config import FeatureConfig
 from features.fit import SENIORITY_LEVELS
 from features.vocabulary import EVENT_TYPES
-from models.explain import EVENT_WORDS, SENIORITY_WORDS, Reason, ReasonWriter, format_number
+from models.scoring.reasons import EVENT_WORDS, SENIORITY_WORDS, Reason, ReasonWriter, format_number
 from tests.conftest import START, random_funnel
 
 DEFAULT = FeatureConfig()

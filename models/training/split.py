@@ -9,7 +9,7 @@ import pandas as pd
 
 from features.contract import DataContractError
 from features.pointintime import NS_PER_DAY, as_utc_ns
-from models.config import SplitConfig
+from models.training.config import SplitConfig
 
 SLICES = ("train", "validation", "calibration", "test")
 

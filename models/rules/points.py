@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -146,18 +147,17 @@ class PointsRules(BaseModel):
         Attribute rules read the lead's own values as text (trimmed, case as written), never
         the model's categories: a value the model never saw still earns the table's points.
         With every rule at one point this is a design matrix whose fitted weights score exactly
-        as a table (event caps scale with the points: see `models.scorecard`).
+        as a table (event caps scale with the points: see `models.rules.scorecard`).
         """
         n = batch.n_rows
         columns = [self._event_points_by_type(batch)]
-        for attribute, table in self.attributes.items():
+        for attribute, rule_of, points in self._attribute_tables:
             codes, texts = values.text(attribute)
-            rule_of = {value: j for j, value in enumerate(table)}
             rule_of_text = np.array([*(rule_of.get(t, -1) for t in texts), -1], dtype=np.int64)
             rule = rule_of_text[codes][batch.row_lead]
-            block = np.zeros((n, len(table)))
+            block = np.zeros((n, len(points)))
             hit = np.flatnonzero(rule >= 0)
-            block[hit, rule[hit]] = np.array(list(table.values()))[rule[hit]]
+            block[hit, rule[hit]] = points[rule[hit]]
             columns.append(block)
         for column, bands in self.numbers.items():
             number = values.number(column)[batch.row_lead]
@@ -216,19 +216,19 @@ class PointsRules(BaseModel):
 
     def _event_points_by_type(self, batch: LeadBatch) -> np.ndarray:
         """(rows, event types of the table): each type's decayed, capped points."""
-        kinds = list(self.events)
+        kinds, points, once, caps = self._event_table
         n = batch.n_rows
         if not kinds or n == 0:
             return np.zeros((n, len(kinds)))
-        arrays = batch.events_of_types(kinds)
-        joined = join_before(batch.row_lead, batch.as_of_ns, arrays, batch.n_leads)
+        joined = batch.events_before(kinds) or join_before(
+            batch.row_lead, batch.as_of_ns, batch.events_of_types(kinds), batch.n_leads
+        )
         key = joined.row * len(kinds) + joined.type_code
         decay = (
             np.ones_like(joined.age_days)
             if self.half_life_days is None
             else np.exp2(-joined.age_days / self.half_life_days)
         )
-        points = np.array([self.events[k].points for k in kinds])
         per_type = np.bincount(
             key, weights=points[joined.type_code] * decay, minlength=n * len(kinds)
         )
@@ -240,12 +240,49 @@ class PointsRules(BaseModel):
         first_decay[seen] = (
             1.0 if self.half_life_days is None else np.exp2(-oldest[seen] / self.half_life_days)
         )
-        once = np.tile([not self.events[k].repeatable for k in kinds], n)
-        per_type = np.where(once, np.tile(points, n) * first_decay, per_type)
-        caps = np.tile([self.events[k].cap or np.inf for k in kinds], n)
-        per_type = np.clip(per_type, -caps, caps)
-        by_type: np.ndarray = per_type.reshape(n, len(kinds))
-        return by_type
+        by_type = per_type.reshape(n, len(kinds))
+        by_type = np.where(once, points * first_decay.reshape(n, len(kinds)), by_type)
+        clipped: np.ndarray = np.clip(by_type, -caps, caps)
+        return clipped
+
+    @property
+    def _attribute_tables(self) -> list[tuple[str, dict[str, int], np.ndarray]]:
+        """Per attribute: each value's rule position and the points, as arrays (once)."""
+        return self._arrays.attributes
+
+    @property
+    def _event_table(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Event types, their points, first-time-only flags and caps, as arrays (once)."""
+        return self._arrays.events
+
+    @cached_property
+    def _arrays(self) -> _RuleArrays:
+        kinds = list(self.events)
+        return _RuleArrays(
+            events=(
+                kinds,
+                np.array([self.events[k].points for k in kinds], dtype=np.float64),
+                np.array([not self.events[k].repeatable for k in kinds], dtype=bool),
+                np.array([self.events[k].cap or np.inf for k in kinds], dtype=np.float64),
+            ),
+            attributes=[
+                (
+                    attribute,
+                    {value: j for j, value in enumerate(table)},
+                    np.array(list(table.values()), dtype=np.float64),
+                )
+                for attribute, table in self.attributes.items()
+            ],
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _RuleArrays:
+    """A table's rules as arrays, made once per table. Compared by identity: a cached copy on a
+    table must not take part in comparing tables."""
+
+    events: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+    attributes: list[tuple[str, dict[str, int], np.ndarray]]
 
 
 def attribute_names(columns: Sequence[str], features: FeatureConfig) -> list[str]:

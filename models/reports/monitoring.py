@@ -13,7 +13,7 @@ and these functions turn them into tables:
 The label is the training label: won in [as_of, as_of + horizon). A lead that had closed before
 the prediction's as_of is left out (training leaves such snapshots out too).
 
-Undefined numbers are NaN, as in `models.evaluate`.
+Undefined numbers are NaN, as in `models.reports.evaluation`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from models.evaluate import (
+from models.reports.evaluation import (
     LIST_GROUPS,
     compare_lists,
     expected_calibration_error,
@@ -387,10 +387,10 @@ def outcome_report(
     as in `resolve_predictions` (which documents `now` and `only_matured`). Tables:
     - `by_tier`: tier, predictions, resolved, converted, conversion_rate, mean_probability (over
       the resolved ones, so it compares with conversion_rate); tiers sorted by name;
-    - `calibration`: `models.evaluate.reliability_table` on the resolved predictions;
-    - `model_vs_rules`: `models.evaluate.compare_lists` of the `mql` and `rule_mql` lists on the
-      resolved predictions where both flags are known; columns list (model, rules, both,
-      model_only, rules_only, neither), count, conversions, conversion_rate;
+    - `calibration`: `models.reports.evaluation.reliability_table` on the resolved predictions;
+    - `model_vs_rules`: `models.reports.evaluation.compare_lists` of the `mql` and `rule_mql`
+      lists on the resolved predictions where both flags are known; columns list (model, rules,
+      both, model_only, rules_only, neither), count, conversions, conversion_rate;
     - `summary`: one row: predictions, leads, resolved, pending, closed_before_as_of, converted,
       resolved_share, conversion_rate, mean_probability, ece (NaN below `min_resolved_for_ece`
       resolved predictions: with fewer, ECE over 10 bins is mostly noise), the model and rules

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.scorecard import ScorecardConfig
+from models.rules.scorecard import ScorecardConfig
 
 
 class _Frozen(BaseModel):

@@ -16,7 +16,7 @@ from mlflow.pyfunc.model import PythonModel
 
 from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
-from models.scorer import LeadScorer
+from models.scoring.scorer import LeadScorer
 
 EVENTS_COLUMN = "events"
 SCORER_ARTIFACT = "scorer"

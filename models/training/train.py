@@ -19,20 +19,20 @@ from features.pointintime import AS_OF, as_utc_ns
 from features.snapshot import SnapshotTable, empty_events
 from features.training import LABEL, make_training_set
 from features.vocabulary import CONVERTED, LEAD_ID
-from models.calibration import (
+from models.reports.evaluation import Evaluation, Scores, evaluate
+from models.reports.monitoring import reference_distribution
+from models.rules.points import RULE_MQL, RULE_SCORE, PointsRules
+from models.rules.scorecard import ScorecardReport, fit_scorecard, scorecard_report
+from models.scoring.scorer import LeadScorer
+from models.training.calibration import (
     PROBABILITY_FLOOR,
     BoosterClassifier,
     ScoreColumn,
     choose_calibrator,
 )
-from models.config import LightGBMConfig, TrainConfig
-from models.evaluate import Evaluation, Scores, evaluate
-from models.monitoring import reference_distribution
-from models.points import RULE_MQL, RULE_SCORE, PointsRules
-from models.policy import fit_policy
-from models.scorecard import ScorecardReport, fit_scorecard, scorecard_report
-from models.scorer import LeadScorer
-from models.split import SLICES, TimeSplit, split_by_order, split_by_time
+from models.training.config import LightGBMConfig, TrainConfig
+from models.training.policy import fit_policy
+from models.training.split import SLICES, TimeSplit, split_by_order, split_by_time
 
 logger = logging.getLogger(__name__)
 

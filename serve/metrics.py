@@ -1,0 +1,128 @@
+"""Prometheus metrics of the API and the ASGI middleware that times every request and refuses
+oversized bodies while they are read."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import HTTPException
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, or the multiprocess collector)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        target = None if self.multiprocess else self.registry
+        self.requests = Counter(
+            "leadscore_requests", "Requests by route and status", ["route", "method", "status"],
+            registry=target,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "leadscore_request_seconds", "Request latency by route and status",
+            ["route", "status"], registry=target,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )  # fmt: skip
+        self.predictions = Counter(
+            "leadscore_predictions", "Leads scored by tier", ["tier"], registry=target
+        )
+        self.model_version = Gauge(
+            "leadscore_model_version", "Registered version being served", registry=target,
+            multiprocess_mode="liveall",
+        )  # fmt: skip
+
+    def render(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class BodyLimitAndMetrics:
+    """Pure ASGI middleware: refuses oversized bodies (413) and times every request."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and int(declared) > self.max_body_bytes:
+            await _send_json(send, 413, {"detail": f"body over {self.max_body_bytes} bytes"})
+            self.metrics.requests.labels("unmatched", scope["method"], "413").inc()
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:
+                raise _BodyTooLarge()
+            return message
+
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_status)
+        except _BodyTooLarge:
+            status = 413
+            await _send_json(send, 413, {"detail": f"body over {self.max_body_bytes} bytes"})
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(path, str(status)).observe(time.perf_counter() - started)
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while FastAPI reads the body; as an HTTPException it passes through as a 413."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="request body too large")
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,56 @@
+"""Operations: GET /health, /ready and /metrics, and POST /admin/reload."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from serve.dependencies import HolderDep, MetricsDep, require_admin_key
+from serve.metrics import Metrics
+from serve.schemas import Health
+from serve.state import ModelHolder
+
+router = APIRouter(tags=["ops"])
+
+
+def note_swap(holder: ModelHolder, metrics: Metrics) -> None:
+    """After a load: the version the metrics report."""
+    if holder.current is not None and holder.current.version.isdigit():
+        metrics.model_version.set(int(holder.current.version))
+
+
+@router.get("/health", response_model=Health)
+def health() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@router.get("/ready", response_model=Health, responses={503: {"model": Health}})
+def ready(holder: HolderDep) -> Health | JSONResponse:
+    """A model is loaded and answering."""
+    model = holder.current
+    if model is None:
+        return JSONResponse(status_code=503, content={"status": "loading"})
+    return Health(status="ready", model_version=model.version)
+
+
+@router.post("/admin/reload", response_model=Health, dependencies=[Depends(require_admin_key)])
+async def reload(holder: HolderDep, metrics: MetricsDep) -> Health:
+    """Load the alias's current version now (beside the served one), then swap."""
+    try:
+        await asyncio.to_thread(holder.load_if_changed)
+    except Exception as exc:
+        raise HTTPException(status_code=503, detail=f"reload failed: {exc}") from exc
+    note_swap(holder, metrics)
+    model = holder.current
+    if model is None:
+        raise HTTPException(status_code=503, detail="no model loaded yet")
+    return Health(status="ready", model_version=model.version)
+
+
+@router.get("/metrics", include_in_schema=False)
+def prometheus(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

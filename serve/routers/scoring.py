@@ -1,0 +1,167 @@
+"""POST /predict and GET /model: scores from the served model, and what that model is."""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from features.pointintime import AS_OF
+from features.vocabulary import CREATED_AT
+from models.scoring.scorer import lead_columns_needed
+from serve.dependencies import (
+    MetricsDep,
+    ModelDep,
+    PredictionLogDep,
+    SettingsDep,
+    require_api_key,
+)
+from serve.schemas import BatchIn, LeadIn, ModelInfo, PredictBody, PredictResponse
+from serve.state import LoadedModel
+
+router = APIRouter(tags=["scoring"], dependencies=[Depends(require_api_key)])
+
+# Requests with at most this many leads are scored on the event loop itself.
+_INLINE_LEADS = 4
+
+
+def score_leads(model: LoadedModel, leads: list[LeadIn]) -> list[dict[str, Any]]:
+    """Every request, one lead or a thousand, through the kernel's one adapter for records."""
+    records = [
+        {**lead.attributes(), CREATED_AT: lead.created_at, AS_OF: lead.as_of, "events": lead.events}
+        for lead in leads
+    ]
+    return model.scorer.score_records(records, with_monitored=True).records()
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _json_value(value: object) -> object:
+    """JSON for the numpy and pandas values in answers."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _log_record(answer: dict[str, Any], scored_at: datetime) -> dict[str, object]:
+    return {
+        "lead_id": answer["lead_id"],
+        "scored_at": scored_at,
+        "as_of": pd.Timestamp(answer["as_of"]).to_pydatetime(),
+        "model_version": answer["model_version"],
+        "probability": answer["probability"],
+        "mql": bool(answer["mql"]),
+        "tier": answer["tier"],
+        "threshold": answer["threshold"],
+        "rule_score": answer["rule_score"],
+        "rule_mql": bool(answer["rule_mql"]),
+        "features": answer.pop("features", None),
+    }
+
+
+def _refuse(loc: list[Any], msg: str, kind: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=[{"loc": loc, "msg": msg, "type": kind}])
+
+
+def _check_leads(
+    body: LeadIn | BatchIn, leads: list[LeadIn], model: LoadedModel, max_events: int
+) -> None:
+    """What the schema cannot say: event limits, attribute types, what this model needs."""
+    needs_creation = model.scorer.features.source == "events"
+    for i, lead in enumerate(leads):
+        path: list[Any] = ["body", "leads", i] if isinstance(body, BatchIn) else ["body"]
+        if len(lead.events) > max_events:
+            raise _refuse([*path, "events"], f"at most {max_events} events per lead", "too_long")
+        for key, value in (lead.model_extra or {}).items():
+            if value is not None and not isinstance(value, str | float | int | bool):
+                raise _refuse(
+                    [*path, key],
+                    "an attribute is text, a number, true/false or null",
+                    "value_error",
+                )
+        if needs_creation and lead.created_at is None:
+            raise _refuse([*path, CREATED_AT], "Field required", "missing")
+        for column in model.scorer.features.numeric_columns:
+            value = (
+                getattr(lead, column, None)
+                if column in type(lead).model_fields
+                else ((lead.model_extra or {}).get(column))
+            )
+            if value is not None and not _is_number(value):
+                raise _refuse([*path, column], "not a number", "float_parsing")
+
+
+@router.post("/predict", response_model=PredictResponse)
+async def predict(
+    body: PredictBody,
+    model: ModelDep,
+    settings: SettingsDep,
+    log: PredictionLogDep,
+    metrics: MetricsDep,
+) -> Response:
+    """Score one lead, or a batch under `leads`. Answers the calibrated probability of
+    converting within the model's horizon, MQL and tier, the rule-based points, and the
+    top reasons for and against."""
+    leads = body.leads if isinstance(body, BatchIn) else [body]
+    if len(leads) > settings.max_batch:
+        raise HTTPException(status_code=413, detail=f"at most {settings.max_batch} leads")
+    _check_leads(body, leads, model, settings.max_events_per_lead)
+    if len(leads) <= _INLINE_LEADS:
+        # Well under a millisecond: cheaper on the event loop than a hop to a worker thread.
+        answers = score_leads(model, leads)
+    else:
+        answers = await run_in_threadpool(score_leads, model, leads)
+    scored_at = datetime.now(UTC)
+    log.append([_log_record(answer, scored_at) for answer in answers])
+    for tier, count in collections.Counter(a["tier"] for a in answers).items():
+        metrics.predictions.labels(tier).inc(count)
+    for answer in answers:
+        answer["model_version"] = model.version
+        # Written here as `_json_value` would, so json.dumps need not call back per lead.
+        answer["as_of"] = answer["as_of"].isoformat()
+    # Serialised here, not re-validated against the response model (which documents it):
+    # for a 1,000-lead batch that validation costs more than the JSON itself.
+    content = json.dumps({"predictions": answers}, default=_json_value)
+    return Response(content, media_type="application/json")
+
+
+@router.get("/model", response_model=ModelInfo, tags=["model"])
+def model_info(model: ModelDep, settings: SettingsDep) -> ModelInfo:
+    """What is being served: version, threshold, tiers, training metrics, features."""
+    scorer = model.scorer
+    test_metrics = scorer.metadata.get("test_metrics", {})
+    return ModelInfo(
+        name=settings.model_name,
+        version=model.version,
+        alias=settings.alias,
+        loaded_at=model.loaded_at,
+        horizon_days=scorer.horizon_days,
+        threshold=scorer.policy.threshold,
+        policy=scorer.policy.description,
+        tiers=scorer.policy.tier_floors,
+        metrics={k: float(v) for k, v in test_metrics.items() if math.isfinite(float(v))},
+        features=scorer.feature_names,
+        lead_fields=lead_columns_needed(scorer),
+    )
