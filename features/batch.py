@@ -78,9 +78,7 @@ class LeadBatch:
         too large to hold at once (callers then join their types in chunks)."""
         if "all" not in self._joins:
             every = EventArrays(
-                lead_pos=self.event_lead,
-                type_code=np.where(self.event_kind >= 0, self.event_kind, -1),
-                ts=self.event_ts,
+                lead_pos=self.event_lead, type_code=self.event_kind, ts=self.event_ts
             )
             chunks = list(spine_chunks(self.row_lead, every, self.n_leads))
             self._joins["all"] = (
@@ -103,22 +101,22 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def time_ns(value: object, field: str) -> int:
+def time_ns(value: object, name: str) -> int:
     """Nanoseconds since epoch (UTC) of an aware datetime, pandas Timestamp or ISO 8601 text
     with an offset; anything else is refused with the field's name."""
     if isinstance(value, pd.Timestamp):
         if value.tzinfo is None:
-            raise DataContractError(f"{field}: time {value} has no timezone")
+            raise DataContractError(f"{name}: time {value} has no timezone")
         return int(value.value)
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError as exc:
-            raise DataContractError(f"{field}: {value!r} is not an ISO 8601 time") from exc
+            raise DataContractError(f"{name}: {value!r} is not an ISO 8601 time") from exc
     if not isinstance(value, datetime):
-        raise DataContractError(f"{field}: {value!r} is not a time")
+        raise DataContractError(f"{name}: {value!r} is not a time")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise DataContractError(f"{field}: time {value.isoformat()} has no timezone")
+        raise DataContractError(f"{name}: time {value.isoformat()} has no timezone")
     # Exact integer arithmetic: float seconds would round some microseconds.
     return (value - _EPOCH) // _MICROSECOND * 1_000
 

@@ -647,6 +647,7 @@ def _cell(value: object) -> str:
 
 
 @app.command()
+@user_errors_exit
 def serve(
     host: Annotated[str | None, typer.Option("--host", help="Default 127.0.0.1.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Default 8000.")] = None,
@@ -654,9 +655,20 @@ def serve(
     workdir: Annotated[
         Path | None, typer.Option("--workdir", help="Where the embedded MLflow store is.")
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
-    """Serve /predict from the registered champion (settings: LEADSCORE_SERVE_* variables)."""
-    overrides = {"host": host, "port": port, "workers": workers, "workdir": workdir}
+    """Serve /predict from the registered champion (settings: LEADSCORE_SERVE_* variables; the
+    store and model name are training's, from --config or LEADSCORE_WORKDIR, unless set)."""
+    overrides: dict[str, object] = {"host": host, "port": port, "workers": workers}
+    overrides["workdir"] = workdir
+    if config is not None:
+        # What training wrote to is what serves: the config's store and model name, unless the
+        # command line or a LEADSCORE_SERVE_ variable names others.
+        trained = load_config(config)
+        if workdir is None and "LEADSCORE_SERVE_WORKDIR" not in os.environ:
+            overrides["workdir"] = trained.workdir
+        if "LEADSCORE_SERVE_MODEL_NAME" not in os.environ:
+            overrides["model_name"] = trained.train.model_name
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"LEADSCORE_SERVE_{name.upper()}"] = str(value)

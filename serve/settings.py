@@ -5,21 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADSCORE_SERVE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LEADSCORE_SERVE_", extra="forbid", frozen=True, populate_by_name=True
+    )
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
-    model_name: str = "leadscore"
+    # The registered model and the store are the ones training writes to: LEADSCORE_WORKDIR and
+    # LEADSCORE_TRAIN__MODEL_NAME (what `leadscore train` reads) serve too, unless the
+    # LEADSCORE_SERVE_ variables say otherwise. One setting, not two that can disagree.
+    model_name: str = Field(
+        "leadscore",
+        validation_alias=AliasChoices(
+            "model_name", "LEADSCORE_SERVE_MODEL_NAME", "LEADSCORE_TRAIN__MODEL_NAME"
+        ),
+    )
     alias: str = "champion"
     # The embedded MLflow store lives here unless MLFLOW_TRACKING_URI says otherwise.
-    workdir: Path = Path(".")
+    workdir: Path = Field(
+        Path("."),
+        validation_alias=AliasChoices("workdir", "LEADSCORE_SERVE_WORKDIR", "LEADSCORE_WORKDIR"),
+    )
     # How often to look for a new champion; 0 checks only on POST /admin/reload.
     reload_interval_seconds: float = Field(30.0, ge=0)
     api_key: SecretStr | None = None

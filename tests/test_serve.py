@@ -357,3 +357,16 @@ def test_a_streamed_body_over_the_limit_is_413(
             "/predict", content=chunks(), headers={"content-type": "application/json"}
         )
         assert response.status_code == 413
+
+
+def test_the_api_serves_what_training_wrote_to(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One setting for the store and the model name: training's, unless serving names others."""
+    monkeypatch.setenv("LEADSCORE_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("LEADSCORE_TRAIN__MODEL_NAME", "xeducation")
+    assert ServeSettings().workdir == tmp_path
+    assert ServeSettings().model_name == "xeducation"
+    monkeypatch.setenv("LEADSCORE_SERVE_WORKDIR", str(tmp_path / "serving"))
+    assert ServeSettings().workdir == tmp_path / "serving"
+    assert ServeSettings(workdir=Path("elsewhere")).workdir == Path("elsewhere")
