@@ -1,15 +1,19 @@
 """Model list vs rules list: the numbers on a hand-checked frame, edge cases, page, CSV, files.
 
 Expected values are worked out by hand (in the comments) or with plain pandas, never with the
-module's own helpers.
+module's own helpers; the page's numbers for a filter are checked against
+`compare_model_and_rules` run on that filter's leads.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,10 +28,16 @@ from models.reports.comparison import (
     RULES_LIST_FILE,
     Comparison,
     Group,
+    ListComparison,
+    charts,
     compare_model_and_rules,
+    compare_within,
     comparison_html,
     csv_lists,
+    headline,
     leads_csv,
+    page_data,
+    verdict,
     write_comparison,
 )
 from tests.browser import elements_by_id
@@ -399,12 +409,13 @@ def test_page_holds_the_key_numbers(ten: Comparison) -> None:
         assert found[chart].tag == "svg"
     data = json.loads(found["compare-data"].text)
     assert data["sources"] == ["Google", "Webinar", "Referral", "(missing)"]
-    assert len(data["leads"]["lead_id"]) == 10
+    assert len(data["leads"]["csv"]) == 10
 
 
 def test_page_is_self_contained(ten: Comparison) -> None:
     page = comparison_html(ten)
-    assert not re.search(r"https?://|<link\b|\bsrc=|@import|url\(", page)
+    # url(#…) points inside the page (the charts' clip paths); anything else would be fetched.
+    assert not re.search(r"https?://|<link\b|\bsrc=|@import|url\((?!#)", page)
 
 
 def test_page_escapes_what_the_data_says() -> None:
@@ -418,6 +429,168 @@ def test_page_escapes_what_the_data_says() -> None:
     assert "&lt;/script&gt;&lt;script&gt;alert" in page  # shown as text in the tables
     data = elements_by_id(page)["compare-data"].text
     assert '</script><script>alert("x")</script>' in json.loads(data)["sources"]
+
+
+def test_chart_text_is_plain_text() -> None:
+    frame = ten_leads()
+    frame["Lead Source"] = frame["Lead Source"].replace("Google", '$5 & $6 <b> id="x"')
+    svg = charts(compare_model_and_rules(frame, source="Lead Source"))["sources"]
+    assert '>$5 &amp; $6 &lt;b&gt; id="x"</text>' in svg  # not mathtext, markup or an id
+
+
+# --- the charts -------------------------------------------------------------------------------
+
+
+def test_charts_are_svg_made_for_the_page(ten: Comparison) -> None:
+    made = charts(ten)
+    assert made == charts(ten)  # the same SVG on every render
+    assert set(made) == {"deciles", "tiers", "bands", "sources"}
+    for name, svg in made.items():
+        chart_id = f"chart-{name}"
+        assert svg.startswith(f'<svg id="{chart_id}" class="chart" viewBox="')
+        assert f'<title id="{chart_id}-title">' in svg
+        assert "<?xml" not in svg and "xmlns" not in svg and "<metadata" not in svg
+        ids = re.findall(r'\bid="([^"]*)"', svg)
+        assert all(i == chart_id or i.startswith(f"{chart_id}-") for i in ids)
+        references = re.findall(r'(?:url\(#|href="#)([^)"]*)', svg)
+        assert set(references) <= set(ids)
+    # Decile 1 by the model is lead 1, converted: lift 1 / 0.4. Tier A: both leads converted.
+    assert "<title>Model, 1: 2.50×</title>" in made["deciles"]
+    assert ">100.0%</text>" in made["tiers"]
+    assert ">average lead</text>" in made["deciles"] and ">all leads</text>" in made["sources"]
+    ids = re.findall(r'\bid="([^"]*)"', comparison_html(ten))
+    assert [i for i, n in collections.Counter(ids).items() if n > 1] == []
+
+
+def test_chart_marks_empty_deciles_n_a() -> None:
+    # Equal points: all leads stay in the first decile, so the rules' other nine are empty.
+    c = compare_model_and_rules(ten_leads().assign(rule_score=50.0), rules_threshold=60)
+    assert sum(math.isnan(row.lift) for row in c.deciles_rules) == 9
+    assert charts(c)["deciles"].count(">n/a</text>") == 9
+
+
+# --- the page's filters -----------------------------------------------------------------------
+
+BASIS_COLUMN = {"equal_volume": "model_top_n", "own_threshold": "model_mql"}
+
+
+def plain(lists: ListComparison) -> str:
+    return json.dumps(dataclasses.asdict(lists), sort_keys=True)  # NaN equals NaN as text
+
+
+def report_on_the_leads_of(
+    c: Comparison, source: str | None, tier: str | None, basis: str
+) -> tuple[pd.DataFrame, ListComparison]:
+    """The filter's leads, and `compare_model_and_rules` on them with the model's list (chosen
+    on all leads) given as their `mql`: the lists as the page shows them within the filter."""
+    leads = c.leads
+    inside = pd.Series(True, index=leads.index)
+    if source is not None:
+        inside &= leads["source"] == source
+    if tier is not None:
+        inside &= leads["tier"] == tier
+    subset = leads[inside].assign(mql=leads.loc[inside, BASIS_COLUMN[basis]])
+    lists = compare_model_and_rules(subset).own_threshold
+    return subset, dataclasses.replace(lists, basis=basis)
+
+
+def number(pair: list[str]) -> float:
+    return math.nan if pair[0] == "" else float(pair[0])
+
+
+@pytest.mark.parametrize("which", ["ten", "realistic"])
+def test_each_filter_is_the_report_on_its_leads(which: str) -> None:
+    if which == "ten":
+        c = compare_model_and_rules(ten_leads(), source="Lead Source")
+    else:
+        c = compare_model_and_rules(example_scored_leads(n=600, seed=5), source="lead_source")
+    data = page_data(c)
+    for basis in BASIS_COLUMN:  # unfiltered, the page shows the report's own numbers
+        assert plain(compare_within(c).lists()[basis]) == plain(c.lists()[basis])
+    for source in [None, *data["sources"]]:
+        for tier in [None, *data["tiers"]]:
+            for basis in BASIS_COLUMN:
+                subset, want = report_on_the_leads_of(c, source, tier, basis)
+                got = compare_within(c, source=source, tier=tier)
+                assert plain(got.lists()[basis]) == plain(want), (source, tier, basis)
+                assert (got.leads.leads, got.leads.converted) == (
+                    len(subset),
+                    int(subset["converted"].sum()),
+                )
+                view = data["views"][source or ""][tier or ""][basis]
+                assert view["headline"] == headline(want)
+                assert view["verdict"] == verdict(want)
+                numbers = view["numbers"]
+                for key, value in {
+                    "sel-leads": len(subset),
+                    "model-count": want.model.leads,
+                    "model-converted": want.model.converted,
+                    "model-rate": want.model.conversion_rate,
+                    "model-lift": want.model.lift,
+                    "rules-rate": want.rules.conversion_rate,
+                    "rules-only-converted": want.rules_only.converted,
+                    "conversion-ratio": want.conversion_ratio,
+                    "overlap-share": want.overlap_share,
+                }.items():
+                    got_value = number(numbers[key])
+                    assert got_value == value or (math.isnan(got_value) and math.isnan(value)), key
+
+
+def test_page_csv_records_are_the_csv_file(ten: Comparison) -> None:
+    frame = ten_leads()
+    frame["reasons"] = pd.Series([reasons('said "call me",\nthen left')] * 10, dtype=object)
+    c = compare_model_and_rules(frame, source="Lead Source")
+    data = page_data(c)
+    header, records = data["csv_header"], data["leads"]["csv"]
+    assert len(records) == 10
+    assert "\n".join([header, *records]) + "\n" == leads_csv(c)
+    # One record per lead in the page's order: a download of one source is its leads' rows.
+    google = [r for r, s in zip(records, data["leads"]["source"], strict=True) if s == 0]
+    assert data["sources"][0] == "Google"
+    rows = read_csv("\n".join([header, *google]) + "\n")
+    assert rows["lead_id"].tolist() == [1, 2, 5, 9]
+    assert rows["reasons_for"].tolist() == ['said "call me",\nthen left'] * 4
+
+
+def test_table_texts_cover_the_first_rows_of_every_filter() -> None:
+    c = compare_model_and_rules(example_scored_leads(n=400, seed=3), source="lead_source")
+    data = page_data(c, max_rows=2)
+    cells, leads = data["leads"]["cells"], c.leads
+    rules = leads["rule_mql"]
+    for source in [None, *data["sources"]]:
+        for tier in [None, *data["tiers"]]:
+            inside = pd.Series(True, index=leads.index)
+            if source is not None:
+                inside &= leads["source"] == source
+            if tier is not None:
+                inside &= leads["tier"] == tier
+            for basis, column in BASIS_COLUMN.items():
+                model = leads[column]
+                shows: dict[str, Any] = {
+                    "either": model | rules,
+                    "both": model & rules,
+                    "model_only": model & ~rules,
+                    "rules_only": rules & ~model,
+                    "all": True,
+                }
+                view = data["views"][source or ""][tier or ""][basis]
+                for show, listed in shows.items():
+                    chosen = np.flatnonzero(inside & listed)
+                    assert view["shown"][show][0] == len(chosen), (source, tier, basis, show)
+                    assert all(cells[i] is not None for i in chosen[:2])
+    assert sum(cell is not None for cell in cells) < len(cells) / 2  # only what can be shown
+    first = leads.iloc[0]
+    assert cells[0] == [
+        "1",
+        str(first["lead_id"]),
+        first["source"],
+        first["tier"],
+        f"{first['probability']:.1%}",
+        f"{first['rule_score']:g}",
+        "yes" if first["converted"] else "no",
+        first["reasons_for"],
+        first["reasons_against"],
+    ]
 
 
 # --- CSV lists and files ----------------------------------------------------------------------

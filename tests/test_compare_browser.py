@@ -6,7 +6,9 @@ Expected numbers come from plain pandas on the example frame, not from models.re
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -65,6 +67,7 @@ def expected(
     shown = {
         "either": model | rules,
         "model_only": model & ~rules,
+        "rules_only": rules & ~model,
         "all": pd.Series(True, index=leads.index),
     }[show]
     return {
@@ -90,6 +93,9 @@ def check_numbers(dom: str, want: dict[str, float]) -> dict[str, Element]:
         if key == "table-total":
             continue
         got = found[key].attrs["data-value"]
+        if math.isnan(value):  # e.g. the rate of an empty list
+            assert (got, found[key].text) == ("", "n/a"), key
+            continue
         assert float(got) == pytest.approx(value), key
         if key.endswith("-rate"):
             assert found[key].text == f"{value * 100:.1f}%", key
@@ -127,6 +133,64 @@ def test_filters_from_the_hash(page_url: str, leads: pd.DataFrame) -> None:
     check_numbers(
         dom, expected(leads, source="Google Ads", basis="own_threshold", show="model_only")
     )
+
+
+@pytest.mark.parametrize(
+    ("tier", "show", "marks"),
+    [
+        ("B", "model_only", ["✓", ""]),
+        ("C", "rules_only", ["", "✓"]),
+    ],
+)
+def test_marks_and_texts_follow_the_filters(
+    page_url: str, leads: pd.DataFrame, tier: str, show: str, marks: list[str]
+) -> None:
+    dom = dump_dom(f"{page_url}?tier={tier}#basis=own_threshold&list={show}")
+    want = expected(leads, tier=tier, basis="own_threshold", show=show)
+    found = check_numbers(dom, want)
+    rows = descendants(found["lead-table"], "tr")[1:]
+    assert rows, f"no lead to show in tier {tier}"
+    for row in rows:
+        cells = [cell.text.strip() for cell in descendants(row, "td")]
+        assert cells[3] == tier and cells[6:8] == marks  # tier, model's list, rules' list
+    model, rules = want["model-count"], want["rules-count"]
+    assert found["headline"].text.startswith(
+        f"Of the {model:,} leads the model would pass"
+        if model
+        else "The model would pass no leads to sales;"
+    )
+    assert f"of the {rules:,} leads the rules would pass" in found["headline"].text
+    if model != rules and model and rules:
+        ratio = want["model-rate"] / want["rules-rate"]
+        assert found["verdict"].text == (
+            f"The model's list converts at {ratio:.2f}× the rate of the rules' list."
+        )
+
+
+def test_list_marks_follow_the_basis(page_url: str, leads: pd.DataFrame) -> None:
+    # A lead on the model's list at its own threshold but not in its top N, among its
+    # source's and tier's leads (fewer than MAX_ROWS, so all are in the table).
+    n = int(leads["rule_mql"].sum())
+    best = leads.sort_values(["probability", "lead_id"], ascending=[False, True]).head(n)
+    top_n = set(best["lead_id"])
+    beyond = leads[leads["mql"] & ~leads["lead_id"].isin(top_n)].iloc[0]
+    source, tier = str(beyond["lead_source"]), str(beyond["tier"])
+    rules = set(leads.loc[leads["rule_mql"], "lead_id"])
+    for basis, model in (
+        ("own_threshold", set(leads.loc[leads["mql"], "lead_id"])),
+        ("equal_volume", top_n),
+    ):
+        dom = dump_dom(f"{page_url}?source={quote(source)}&tier={tier}#basis={basis}&list=all")
+        want = expected(leads, source=source, tier=tier, basis=basis, show="all")
+        found = check_numbers(dom, want)
+        marks = {}
+        for row in descendants(found["lead-table"], "tr")[1:]:
+            cells = [cell.text.strip() for cell in descendants(row, "td")]
+            marks[int(row.attrs["data-lead-id"])] = cells[6:8]
+        assert int(beyond["lead_id"]) in marks
+        assert marks == {
+            lead: ["✓" if lead in model else "", "✓" if lead in rules else ""] for lead in marks
+        }
 
 
 def test_unknown_filter_value_is_said_not_applied(page_url: str, leads: pd.DataFrame) -> None:

@@ -4,6 +4,8 @@ What a marketer asks: if sales worked the model's list instead of the rules' lis
 of the leads they call would convert? `compare_model_and_rules` answers on scored leads whose
 outcome is known; `comparison_html` renders one self-contained page (the report the CLI writes and
 the page the API serves at /compare); `write_comparison` writes that page with CSV lists.
+`compare_within` is the same comparison within one source and/or tier: the page computes it for
+every filter it offers, so its script only shows numbers, never works them out.
 
 The lists. The rules' list is the leads the points score makes MQL (`rule_mql`). The model has two:
 at its own threshold (`mql`) and at equal volume, its N most likely leads with N = the number of
@@ -24,20 +26,30 @@ from __future__ import annotations
 
 import functools
 import html
+import io
 import itertools
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import re
+import textwrap
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
+import matplotlib
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from markupsafe import Markup
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.typing import RcKeyType
 
 from features.storage import atomic_paths
 from models.reports.evaluation import decile_table, list_groups
@@ -698,7 +710,7 @@ def _list_phrase(who: str, group: Group, to_sales: str) -> str:
 def headline(lists: ListComparison) -> str:
     """'Of the 412 leads the model would pass to sales, 157 (38.1%) converted; of the 412 …'.
 
-    The page's script words the filtered numbers the same way."""
+    The page shows it for every filter (see `page_data`)."""
     model = _list_phrase("model", lists.model, " to sales")
     return f"{model[0].upper()}{model[1:]}; {_list_phrase('rules', lists.rules, '')}."
 
@@ -725,12 +737,47 @@ def verdict(lists: ListComparison) -> str:
     return ""
 
 
-# --- inline SVG charts ------------------------------------------------------------------------
+# --- charts: matplotlib's SVG, inlined ------------------------------------------------------
 
 MODEL_COLOR = "#1f6fb4"
 RULES_COLOR = "#e8780c"
-_INK = "#333"
+_INK = "#333333"
+_MUTED = "#666666"
 _GRID = "#e3e3e3"
+_NA_COLOR = "#999999"
+
+# Applied while a chart is drawn and saved. A fixed hash salt and no date make the SVG the same
+# on every render; text stays <text> (the page's font, small output); '$' in a source name is
+# text, not mathtext.
+_CHART_STYLE: dict[RcKeyType, Any] = {
+    "svg.hashsalt": "leadscore-compare",
+    "svg.fonttype": "none",
+    "text.parse_math": False,
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],
+    "font.size": 10,
+    "axes.edgecolor": _MUTED,
+    "axes.labelcolor": _INK,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.titlecolor": _INK,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.color": _MUTED,
+    "ytick.color": _MUTED,
+    "xtick.labelcolor": _INK,
+    "ytick.labelcolor": _INK,
+    "legend.frameon": False,
+}
+_SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
+# rcParams are global to the process: one chart at a time, so two threads building pages
+# never draw with each other's settings.
+_CHART_LOCK = threading.Lock()
+_SVG_ROOT = re.compile(r"<svg\b[^>]*>")
+_SVG_VIEW_BOX = re.compile(r'viewBox="([^"]*)"')
+_SVG_TAG = re.compile(r"<[^<>]+>")  # text in the SVG has its < and > escaped
+_SVG_ID = re.compile(r'(\sid=")([^"]*)')
+_SVG_REFERENCE = re.compile(r'(url\(#|href="#)([^)"]*)')
 
 
 @dataclass(frozen=True)
@@ -740,39 +787,75 @@ class _Series:
     values: Sequence[float]
 
 
-def _axis(top_value: float, n_ticks: int = 4) -> tuple[float, float]:
-    """A round axis maximum at or above `top_value` and its tick step (1, 2 or 5 x 10^k)."""
-    if not top_value > 0:
-        return 1.0, 0.25
-    raw = top_value / n_ticks
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if raw <= m * magnitude * (1 + 1e-9))
-    return step * math.ceil(top_value / step - 1e-9), step
+def _inline_svg(figure: Figure, chart_id: str, title: str, tips: Mapping[str, str]) -> Markup:
+    """The figure as an <svg> element to put in a page.
 
-
-def _text(x: float, y: float, text: str, **attrs: str) -> str:
-    extra = "".join(f' {k.replace("_", "-")}="{html.escape(v)}"' for k, v in attrs.items())
-    return f'<text x="{x:.1f}" y="{y:.1f}"{extra}>{html.escape(text)}</text>'
-
-
-def _legend(series: Sequence[_Series], x: float, y: float) -> list[str]:
-    parts = []
-    for s in series:
-        parts.append(f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="12" height="12" fill="{s.color}"/>')
-        parts.append(_text(x + 17, y + 1, s.name, font_size="12", fill=_INK))
-        x += 30 + 7.5 * len(s.name)
-    return parts
-
-
-def _svg(chart_id: str, title: str, width: float, height: float, body: Iterable[str]) -> Markup:
-    return Markup(
-        f'<svg id="{html.escape(chart_id)}" class="chart" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'role="img" aria-labelledby="{html.escape(chart_id)}-title" '
-        'font-family="system-ui, sans-serif">'
-        f'<title id="{html.escape(chart_id)}-title">{html.escape(title)}</title>'
-        + "".join(body)
-        + "</svg>"
+    matplotlib writes a standalone SVG file; inline, it must lose its XML prolog and namespace
+    declarations (not needed in HTML), scope its style rule to itself and prefix its ids with
+    `chart_id` (every chart has a 'figure_1', and ids are page-wide). `tips` maps an artist's
+    gid to a tooltip, shown as that group's <title>.
+    """
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata=_SVG_METADATA)
+    text = buffer.getvalue()
+    root = _SVG_ROOT.search(text)
+    view_box = _SVG_VIEW_BOX.search(root.group(0)) if root else None
+    if root is None or view_box is None:
+        raise RuntimeError("matplotlib wrote an SVG without a root element or viewBox")
+    body = text[root.end() :].replace(
+        '<style type="text/css">*{', f'<style type="text/css">#{chart_id} *{{', 1
     )
+    for gid, tip in tips.items():
+        group = f'<g id="{gid}">'
+        body = body.replace(group, f"{group}<title>{html.escape(tip)}</title>", 1)
+
+    def prefixed(tag: re.Match[str]) -> str:
+        named = _SVG_ID.sub(lambda m: f"{m.group(1)}{chart_id}-{m.group(2)}", tag.group(0))
+        return _SVG_REFERENCE.sub(lambda m: f"{m.group(1)}{chart_id}-{m.group(2)}", named)
+
+    body = _SVG_TAG.sub(prefixed, body)
+    return Markup(
+        f'<svg id="{chart_id}" class="chart" viewBox="{view_box.group(1)}" role="img" '
+        f'aria-labelledby="{chart_id}-title"><title id="{chart_id}-title">{html.escape(title)}'
+        f"</title>{body}"
+    )
+
+
+def _value_axis(
+    axes: Axes,
+    which: Literal["x", "y"],
+    values: Sequence[float],
+    reference: float | None,
+    fmt: Callable[[float], str],
+) -> None:
+    """Value axis from 0 to above the largest value (room for the bar labels), gridlines."""
+    finite = [v for v in values if math.isfinite(v)]
+    if reference is not None and math.isfinite(reference):
+        finite.append(reference)
+    top = max(finite, default=0.0)
+    limit = top * 1.18 if top > 0 else 1.0
+    axis = axes.yaxis if which == "y" else axes.xaxis
+    axis.set_major_formatter(FuncFormatter(lambda value, _position: fmt(value)))
+    axis.set_major_locator(MaxNLocator(nbins=5))
+    if which == "y":
+        axes.set_ylim(0, limit)
+    else:
+        axes.set_xlim(0, limit)
+    axes.grid(axis=which, color=_GRID, linewidth=0.8)
+    axes.set_axisbelow(True)
+
+
+def _legend(figure: Figure, axes: Axes) -> None:
+    """The series and the dashed reference line, under the plot where they hide no bar."""
+    handles, labels = axes.get_legend_handles_labels()
+    bars_first = sorted(range(len(handles)), key=lambda i: isinstance(handles[i], Line2D))
+    if handles:
+        figure.legend(
+            [handles[i] for i in bars_first],
+            [labels[i] for i in bars_first],
+            loc="outside lower center",
+            ncols=len(handles),
+        )
 
 
 def _column_chart(
@@ -783,106 +866,52 @@ def _column_chart(
     axis_fmt: Callable[[float], str],
     value_fmt: Callable[[float], str],
     *,
+    xlabel: str,
+    ylabel: str,
     reference: float | None = None,
     reference_label: str = "",
     label_bars: bool = False,
 ) -> Markup:
     """Vertical grouped bars; a dashed line at `reference`; 'n/a' where a value is undefined."""
-    width, height = 560.0, 270.0
-    left, right, top, bottom = 52.0, 12.0, 34.0, 40.0
-    plot_w, plot_h = width - left - right, height - top - bottom
-    finite = [v for s in series for v in s.values if math.isfinite(v)]
-    if reference is not None and math.isfinite(reference):
-        finite.append(reference)
-    ymax, step = _axis(max(finite, default=0.0) * 1.08)
-    parts = _legend(series, left, 16)
-
-    def y_of(value: float) -> float:
-        return top + plot_h * (1 - value / ymax)
-
-    for i in range(round(ymax / step) + 1):
-        tick = step * i
-        parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y_of(tick):.1f}" y2="{y_of(tick):.1f}" '
-            f'stroke="{_GRID}"/>'
-        )
-        parts.append(
-            _text(
-                left - 6,
-                y_of(tick) + 4,
-                axis_fmt(tick),
-                font_size="11",
-                fill="#666",
-                text_anchor="end",
-            )
-        )
-    slot = plot_w / max(len(categories), 1)
-    bar = slot * 0.78 / max(len(series), 1)
-    for i, category in enumerate(categories):
-        x0 = left + slot * i + slot * 0.11
-        for j, s in enumerate(series):
-            value = s.values[i]
-            x = x0 + bar * j
+    figure = Figure(figsize=(6.4, 3.3), layout="constrained")
+    axes = figure.add_subplot()
+    width = 0.78 / max(len(series), 1)
+    tips: dict[str, str] = {}
+    for j, s in enumerate(series):
+        positions = [i - 0.39 + width * (j + 0.5) for i in range(len(categories))]
+        heights = [max(v, 0.0) if math.isfinite(v) else 0.0 for v in s.values]
+        bars = axes.bar(positions, heights, width * 0.95, color=s.color, label=s.name)
+        for x, bar, category, value in zip(positions, bars, categories, s.values, strict=True):
             if not math.isfinite(value):
-                parts.append(
-                    _text(
-                        x + bar / 2,
-                        top + plot_h - 4,
-                        "n/a",
-                        font_size="10",
-                        fill="#999",
-                        text_anchor="middle",
-                    )
-                )
+                axes.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8, color=_NA_COLOR)
                 continue
-            y = y_of(max(value, 0.0))
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 1:.1f}" '
-                f'height="{top + plot_h - y:.1f}" fill="{s.color}">'
-                f"<title>{html.escape(f'{s.name}, {category}: {value_fmt(value)}')}</title></rect>"
-            )
+            gid = f"tip-{len(tips)}"
+            bar.set_gid(gid)
+            tips[gid] = f"{s.name}, {category}: {value_fmt(value)}"
             if label_bars:
-                parts.append(
-                    _text(
-                        x + bar / 2,
-                        y - 4,
-                        value_fmt(value),
-                        font_size="11",
-                        fill=_INK,
-                        text_anchor="middle",
-                    )
+                axes.annotate(
+                    value_fmt(value),
+                    (x, max(value, 0.0)),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=9,
+                    color=_INK,
                 )
-        parts.append(
-            _text(
-                left + slot * (i + 0.5),
-                height - bottom + 16,
-                category,
-                font_size="11",
-                fill=_INK,
-                text_anchor="middle",
-            )
-        )
-    parts.append(
-        f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" '
-        f'stroke="{_INK}"/>'
-    )
+    _value_axis(axes, "y", [v for s in series for v in s.values], reference, axis_fmt)
+    axes.set_xticks(range(len(categories)), [textwrap.fill(c, 14) for c in categories])
+    axes.tick_params(axis="x", length=0)
+    axes.set_xlim(-0.6, len(categories) - 0.4)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, loc="left", wrap=True)
     if reference is not None and math.isfinite(reference):
-        y = y_of(reference)
-        parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{_INK}" '
-            'stroke-dasharray="5 4"/>'
+        axes.axhline(
+            reference, color=_INK, linewidth=1, linestyle=(0, (5, 4)), label=reference_label
         )
-        parts.append(
-            _text(
-                width - right - 2,
-                y - 5,
-                reference_label,
-                font_size="11",
-                fill=_INK,
-                text_anchor="end",
-            )
-        )
-    return _svg(chart_id, title, width, height, parts)
+    _legend(figure, axes)
+    return _inline_svg(figure, chart_id, title, tips)
 
 
 def _clip(text: str, size: int = 24) -> str:
@@ -897,73 +926,48 @@ def _bar_chart(
     axis_fmt: Callable[[float], str],
     value_fmt: Callable[[float], str],
     *,
+    xlabel: str,
     reference: float | None = None,
     reference_label: str = "",
 ) -> Markup:
     """Horizontal grouped bars, one row per category (long labels such as source names)."""
-    width = 560.0
-    left, right, top, row_gap = 150.0, 56.0, 46.0, 8.0
-    bar = 11.0
-    row = bar * len(series) + row_gap
-    height = top + row * max(len(categories), 1) + 24
-    plot_w = width - left - right
-    finite = [v for s in series for v in s.values if math.isfinite(v)]
-    if reference is not None and math.isfinite(reference):
-        finite.append(reference)
-    xmax, step = _axis(max(finite, default=0.0) * 1.02)
-    parts = _legend(series, left, 16)
-
-    def x_of(value: float) -> float:
-        return left + plot_w * value / xmax
-
-    for i in range(round(xmax / step) + 1):
-        tick = step * i
-        parts.append(
-            f'<line x1="{x_of(tick):.1f}" x2="{x_of(tick):.1f}" y1="{top - 4}" '
-            f'y2="{height - 20:.1f}" stroke="{_GRID}"/>'
-        )
-        parts.append(
-            _text(
-                x_of(tick),
-                height - 6,
-                axis_fmt(tick),
-                font_size="11",
-                fill="#666",
-                text_anchor="middle",
-            )
-        )
-    for i, category in enumerate(categories):
-        y0 = top + row * i
-        label = _text(
-            left - 8, y0 + row / 2, _clip(category), font_size="12", fill=_INK, text_anchor="end"
-        )
-        parts.append(f"<g><title>{html.escape(category)}</title>{label}</g>")
-        for j, s in enumerate(series):
-            value = s.values[i]
-            y = y0 + bar * j
-            if not math.isfinite(value):
-                parts.append(_text(left + 4, y + bar - 2, "n/a", font_size="10", fill="#999"))
-                continue
-            w = x_of(max(value, 0.0)) - left
-            parts.append(
-                f'<rect x="{left}" y="{y:.1f}" width="{w:.1f}" height="{bar - 1:.1f}" '
-                f'fill="{s.color}"><title>'
-                f"{html.escape(f'{s.name}, {category}: {value_fmt(value)}')}</title></rect>"
-            )
-            parts.append(
-                _text(left + w + 4, y + bar - 2, value_fmt(value), font_size="10", fill=_INK)
-            )
-    parts.append(
-        f'<line x1="{left}" x2="{left}" y1="{top - 4}" y2="{height - 20:.1f}" stroke="{_INK}"/>'
+    figure = Figure(
+        figsize=(6.4, 1.5 + 0.25 * len(series) * max(len(categories), 1)), layout="constrained"
     )
+    axes = figure.add_subplot()
+    height = 0.8 / max(len(series), 1)
+    tips: dict[str, str] = {}
+    for j, s in enumerate(series):
+        positions = [i - 0.4 + height * (j + 0.5) for i in range(len(categories))]
+        widths = [max(v, 0.0) if math.isfinite(v) else 0.0 for v in s.values]
+        bars = axes.barh(positions, widths, height * 0.92, color=s.color, label=s.name)
+        for y, bar, category, value in zip(positions, bars, categories, s.values, strict=True):
+            if math.isfinite(value):
+                gid = f"tip-{len(tips)}"
+                bar.set_gid(gid)
+                tips[gid] = f"{s.name}, {category}: {value_fmt(value)}"
+            axes.annotate(
+                value_fmt(value) if math.isfinite(value) else "n/a",
+                (max(value, 0.0) if math.isfinite(value) else 0.0, y),
+                xytext=(3, 0),
+                textcoords="offset points",
+                ha="left",
+                va="center",
+                fontsize=8,
+                color=_INK if math.isfinite(value) else _NA_COLOR,
+            )
+    _value_axis(axes, "x", [v for s in series for v in s.values], reference, axis_fmt)
+    axes.set_yticks(range(len(categories)), [_clip(c) for c in categories])
+    axes.tick_params(axis="y", length=0)
+    axes.set_ylim(len(categories) - 0.5, -0.5)  # the first category (largest source) on top
+    axes.set_xlabel(xlabel)
+    axes.set_title(title, loc="left", wrap=True)
     if reference is not None and math.isfinite(reference):
-        x = x_of(reference)
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{height - 20:.1f}" '
-            f'stroke="{_INK}" stroke-dasharray="5 4"/>'
+        axes.axvline(
+            reference, color=_INK, linewidth=1, linestyle=(0, (5, 4)), label=reference_label
         )
-        parts.append(_text(x + 4, top - 10, reference_label, font_size="11", fill=_INK))
-    return _svg(chart_id, title, width, height, parts)
+    _legend(figure, axes)
+    return _inline_svg(figure, chart_id, title, tips)
 
 
 def _percent_axis(value: float) -> str:
@@ -975,7 +979,12 @@ def _lift_axis(value: float) -> str:
 
 
 def charts(comparison: Comparison) -> dict[str, Markup]:
-    """The page's plots as inline SVG (on all leads)."""
+    """The page's plots (on all leads) as inline SVG, drawn by matplotlib."""
+    with _CHART_LOCK, matplotlib.rc_context(_CHART_STYLE):
+        return _charts(comparison)
+
+
+def _charts(comparison: Comparison) -> dict[str, Markup]:
     c = comparison
     base = c.base_rate
     out = {
@@ -989,6 +998,8 @@ def charts(comparison: Comparison) -> dict[str, Markup]:
             ],
             _lift_axis,
             fmt_ratio,
+            xlabel="decile (1 = the best-scored tenth of leads)",
+            ylabel="lift",
             reference=1.0 if math.isfinite(base) and base > 0 else None,
             reference_label="average lead",
         ),
@@ -999,6 +1010,8 @@ def charts(comparison: Comparison) -> dict[str, Markup]:
             [_Series("Model tier", MODEL_COLOR, [row.conversion_rate for row in c.by_tier])],
             _percent_axis,
             fmt_percent,
+            xlabel="model tier",
+            ylabel="conversion rate",
             reference=base,
             reference_label="all leads",
             label_bars=True,
@@ -1010,6 +1023,8 @@ def charts(comparison: Comparison) -> dict[str, Markup]:
             [_Series("Rule points", RULES_COLOR, [r.conversion_rate for r in c.by_rule_band])],
             _percent_axis,
             fmt_percent,
+            xlabel="rule points (* = the rules' MQLs)",
+            ylabel="conversion rate",
             reference=base,
             reference_label="all leads",
             label_bars=True,
@@ -1035,10 +1050,89 @@ def charts(comparison: Comparison) -> dict[str, Markup]:
             ],
             _percent_axis,
             fmt_percent,
+            xlabel="conversion rate of the leads each list takes from the source",
             reference=base,
             reference_label="all leads",
         )
     return out
+
+
+# --- the comparison within a filter ----------------------------------------------------------
+
+BASES = ("equal_volume", "own_threshold")
+_BASIS_COLUMN = {"equal_volume": "model_top_n", "own_threshold": "model_mql"}
+LIST_GROUPS = ("both", "model_only", "rules_only", "neither")  # each lead is in exactly one
+# The choices of the lead table's "Show" filter, as the groups of leads each one lists.
+SHOWS: dict[str, tuple[str, ...]] = {
+    "either": ("both", "model_only", "rules_only"),
+    "both": ("both",),
+    "model_only": ("model_only",),
+    "rules_only": ("rules_only",),
+    "all": LIST_GROUPS,
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The comparison within the leads of one source and/or one tier (a filter of the page).
+
+    The lists are the ones chosen on all leads, seen within the selection (what sales would get
+    from it), so the two can differ in size there; lifts are against the selection's own rate.
+    """
+
+    source: str | None  # None: every source
+    tier: str | None  # None: every tier
+    leads: Group  # every lead in the selection; its rate is the base rate of the lifts
+    equal_volume: ListComparison
+    own_threshold: ListComparison
+
+    def lists(self) -> dict[str, ListComparison]:
+        return {"equal_volume": self.equal_volume, "own_threshold": self.own_threshold}
+
+
+def compare_within(
+    comparison: Comparison, *, source: str | None = None, tier: str | None = None
+) -> Selection:
+    """The comparison on the leads of `source` and `tier` (None: all), computed the same way as
+    the report's on all leads."""
+    if source is not None and "source" not in comparison.leads.columns:
+        raise ValueError("this comparison has no source column to filter on")
+    return _selector(comparison.leads)(source, tier)
+
+
+def _selector(leads: pd.DataFrame) -> Callable[[str | None, str | None], Selection]:
+    """`compare_within` for many filters: the columns are read once, not once per filter."""
+    y = leads["converted"].to_numpy(dtype=np.int64)
+    rules = leads["rule_mql"].to_numpy(dtype=np.bool_)
+    model = {b: leads[column].to_numpy(dtype=np.bool_) for b, column in _BASIS_COLUMN.items()}
+    codes = {
+        name: pd.factorize(leads[name]) for name in ("source", "tier") if name in leads.columns
+    }
+
+    def where(name: str, value: str | None) -> BoolArray | bool:
+        if value is None:
+            return True
+        index, labels = codes[name]
+        found = np.flatnonzero(labels == value)
+        return index == found[0] if len(found) else False
+
+    def select(source: str | None, tier: str | None) -> Selection:
+        inside = np.broadcast_to(where("source", source) & where("tier", tier), y.shape)
+        y_in, rules_in = y[inside], rules[inside]
+        base_rate = _ratio(int(y_in.sum()), len(y_in))
+        made = {
+            basis: _list_comparison(basis, flags[inside], rules_in, y_in, base_rate)
+            for basis, flags in model.items()
+        }
+        return Selection(
+            source=source,
+            tier=tier,
+            leads=_group(np.ones(len(y_in), dtype=np.bool_), y_in, base_rate),
+            equal_volume=made["equal_volume"],
+            own_threshold=made["own_threshold"],
+        )
+
+    return select
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -1058,49 +1152,176 @@ def _environment() -> jinja2.Environment:
         percent=fmt_percent,
         ratio=fmt_ratio,
         money=fmt_money,
-        value=_data_value,
     )
     return environment
 
 
-def _json_safe(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def lead_table_note(total: int, max_rows: int) -> str:
+    """How many of the selected leads the table shows."""
+    if total > max_rows:
+        return f"Showing the first {fmt_count(max_rows)} of {fmt_count(total)} leads"
+    return f"Showing all {fmt_count(total)} leads"
 
 
-def page_data(comparison: Comparison) -> dict[str, Any]:
-    """What the page's script filters: one array per lead column, texts as indexes into lists."""
-    leads = comparison.leads
-    sources = [row.source for row in comparison.by_source]
-    tiers = [row.band for row in comparison.by_tier]
-    bands = [row.band for row in comparison.by_rule_band]
-    columns: dict[str, list[Any]] = {
-        "lead_id": [_json_safe(_plain(v)) for v in leads["lead_id"]],
-        "tier": [tiers.index(t) for t in leads["tier"]],
-        "probability": [round(float(p), 6) for p in leads["probability"]],
-        "rank": leads["model_rank"].astype(int).tolist(),
-        "model_top_n": leads["model_top_n"].astype(int).tolist(),
-        "model_mql": leads["model_mql"].astype(int).tolist(),
-        "rule_score": [round(float(s), 3) for s in leads["rule_score"]],
-        "rule_mql": leads["rule_mql"].astype(int).tolist(),
-        "band": [bands.index(b) for b in leads["rule_band"]],
-        "converted": leads["converted"].astype(int).tolist(),
-        "reasons_for": leads["reasons_for"].tolist(),
-        "reasons_against": leads["reasons_against"].tolist(),
+def _shown_numbers(selection: Selection, lists: ListComparison) -> dict[str, list[str]]:
+    """Element id -> [data-value, text] of every number the page's summary shows."""
+    everyone = selection.leads
+    numbers: dict[str, tuple[float, Callable[[float | None], str]]] = {
+        "sel-leads": (everyone.leads, fmt_count),
+        "sel-converted": (everyone.converted, fmt_count),
+        "sel-base-rate": (everyone.conversion_rate, fmt_percent),
+        "overlap-share": (lists.overlap_share, fmt_percent),
+        "conversion-ratio": (lists.conversion_ratio, fmt_ratio),
+        "model-lift": (lists.model.lift, fmt_ratio),
+        "rules-lift": (lists.rules.lift, fmt_ratio),
     }
-    if "source" in leads.columns:
-        columns["source"] = [sources.index(s) for s in leads["source"]]
-    if "cost" in leads.columns:
-        columns["cost"] = [_json_safe(float(c)) for c in leads["cost"]]
+    for prefix, group in (
+        ("model", lists.model),
+        ("rules", lists.rules),
+        ("both", lists.both),
+        ("model-only", lists.model_only),
+        ("rules-only", lists.rules_only),
+    ):
+        numbers[f"{prefix}-count"] = (group.leads, fmt_count)
+        numbers[f"{prefix}-converted"] = (group.converted, fmt_count)
+        numbers[f"{prefix}-rate"] = (group.conversion_rate, fmt_percent)
+    return {key: [_data_value(value), fmt(value)] for key, (value, fmt) in numbers.items()}
+
+
+def _view(selection: Selection, basis: str, max_rows: int) -> dict[str, Any]:
+    """What the page shows for one filter and basis, as numbers and texts ready to display."""
+    lists = selection.lists()[basis]
+    shown = {}
+    for show, members in SHOWS.items():
+        total = sum(getattr(lists, group).leads for group in members)
+        shown[show] = [total, lead_table_note(total, max_rows)]
     return {
-        "n_leads": comparison.n_leads,
-        "equal_volume_n": comparison.equal_volume_n,
-        "source_name": comparison.source_name,
+        "numbers": _shown_numbers(selection, lists),
+        "headline": headline(lists),
+        "verdict": verdict(lists),
+        "shown": shown,
+    }
+
+
+def _group_codes(leads: pd.DataFrame, basis: str) -> IntArray:
+    """Each lead's group (an index into LIST_GROUPS) on one basis."""
+    made = list_groups(
+        leads[_BASIS_COLUMN[basis]].to_numpy(dtype=np.bool_),
+        leads["rule_mql"].to_numpy(dtype=np.bool_),
+    )
+    codes = np.zeros(len(leads), dtype=np.int64)
+    for code, name in enumerate(LIST_GROUPS):
+        codes[made[name]] = code
+    return codes
+
+
+def _show_codes(show: str) -> list[int]:
+    return [LIST_GROUPS.index(group) for group in SHOWS[show]]
+
+
+def _table_candidates(cell: IntArray, codes: Mapping[str, IntArray], max_rows: int) -> BoolArray:
+    """Leads that can be among the first `max_rows` rows of the lead table under some filter.
+
+    Leads come in rank order and every filter is a union of (source, tier) cells, so its first
+    rows are among the first rows of its cells: only those leads need display texts.
+    """
+    keep = np.zeros(len(cell), dtype=np.bool_)
+    for groups in codes.values():
+        for show in SHOWS:
+            listed = np.flatnonzero(np.isin(groups, _show_codes(show)))
+            place = pd.Series(cell[listed]).groupby(cell[listed]).cumcount().to_numpy()
+            keep[listed[place < max_rows]] = True
+    return keep
+
+
+def _lead_columns(has_source: bool) -> list[tuple[str, str]]:
+    """Heading and class of the lead table's columns before the list marks."""
+    return [
+        ("model rank", ""),
+        ("lead", "text"),
+        *([("source", "text")] if has_source else []),
+        ("tier", "text"),
+        ("chance of converting", ""),
+        ("rule points", ""),
+    ]
+
+
+def _lead_cells(row: Mapping[Hashable, Any], has_source: bool) -> list[str]:
+    """The lead table's texts for one lead: rank, lead, [source], tier, chance, rule points,
+    converted, reasons for, reasons against (the list marks depend on the basis)."""
+    return [
+        str(row["model_rank"]),
+        str(row["lead_id"]),
+        *([str(row["source"])] if has_source else []),
+        str(row["tier"]),
+        fmt_percent(row["probability"]),
+        f"{row['rule_score']:g}",
+        "yes" if row["converted"] else "no",
+        str(row["reasons_for"]),
+        str(row["reasons_against"]),
+    ]
+
+
+def _csv_records(frame: pd.DataFrame) -> tuple[str, list[str]]:
+    """The header and one record per row of the CSV text the files hold, so a download from
+    the page matches them. A record ends at a newline outside quotes (after an even number of
+    quote characters): a quoted field such as a reason may hold a newline."""
+    records: list[str] = []
+    pending: str | None = None
+    for line in _csv_text(frame).split("\n")[:-1]:
+        pending = line if pending is None else f"{pending}\n{line}"
+        if pending.count('"') % 2 == 0:
+            records.append(pending)
+            pending = None
+    return records[0], records[1:]
+
+
+def page_data(comparison: Comparison, max_rows: int = 100) -> dict[str, Any]:
+    """Everything the page's script shows, prepared here: the summary for every filter it offers
+    (each source x each tier, '' for all) and basis, and per lead its filter keys, its group on
+    each basis, its table texts (only for leads the table can show) and its CSV record."""
+    c = comparison
+    leads = c.leads
+    has_source = bool(c.by_source)
+    sources = [row.source for row in c.by_source]
+    tiers = [row.band for row in c.by_tier]
+    select = _selector(leads)
+    views: dict[str, dict[str, dict[str, Any]]] = {}
+    for source in [None, *sources]:
+        by_tier = views.setdefault(source or "", {})
+        for tier in [None, *tiers]:
+            selection = select(source, tier)
+            by_tier[tier or ""] = {basis: _view(selection, basis, max_rows) for basis in BASES}
+    source_index = (
+        leads["source"].map({s: i for i, s in enumerate(sources)}).to_numpy(dtype=np.int64)
+        if has_source
+        else np.zeros(len(leads), dtype=np.int64)
+    )
+    tier_index = leads["tier"].map({t: i for i, t in enumerate(tiers)}).to_numpy(dtype=np.int64)
+    codes = {basis: _group_codes(leads, basis) for basis in BASES}
+    keep = _table_candidates(source_index * len(tiers) + tier_index, codes, max_rows)
+    cells: list[list[str] | None] = [None] * len(leads)
+    for i, row in zip(np.flatnonzero(keep), leads[keep].to_dict("records"), strict=True):
+        cells[i] = _lead_cells(row, has_source)
+    header, records = _csv_records(leads)
+    lead_data: dict[str, Any] = {
+        "tier": tier_index.tolist(),
+        "group": {basis: codes[basis].tolist() for basis in BASES},
+        "cells": cells,
+        "csv": records,
+    }
+    if has_source:
+        lead_data["source"] = source_index.tolist()
+    return {
         "sources": sources,
         "tiers": tiers,
-        "bands": bands,
-        "leads": columns,
+        "groups": list(LIST_GROUPS),
+        "shows": {show: _show_codes(show) for show in SHOWS},
+        # The lead table's marks in the model's and the rules' list columns, by group.
+        "marks": [["✓", "✓"], ["✓", ""], ["", "✓"], ["", ""]],
+        "views": views,
+        "csv_header": header,
+        "leads": lead_data,
     }
 
 
@@ -1116,21 +1337,24 @@ def comparison_html(
     Filters by source and tier (also from the address: ?source=Google&tier=A, or the same after
     `#`), a switch between equal volume and own thresholds, a lead table of the first `max_rows`
     leads of the selection and a CSV download of all of them. `csv_href`, if given, adds a link
-    to the full list served elsewhere (e.g. the API's /compare.csv).
+    to the full list served elsewhere (e.g. the API's /compare.csv). Every number and sentence
+    for every filter is computed here; the page's script only picks the one for the filter.
     """
     c = comparison
-    leads = c.leads
-    on_a_list = leads[leads["model_top_n"] | leads["rule_mql"]]
+    data = page_data(c, max_rows)
+    view = data["views"][""][""]["equal_volume"]
+    cells, marks = data["leads"]["cells"], data["marks"]
+    groups = np.asarray(data["leads"]["group"]["equal_volume"], dtype=np.int64)
+    first = np.flatnonzero(np.isin(groups, _show_codes("either")))[:max_rows]
     template = _environment().get_template("compare.html")
     return template.render(
         title=title,
         c=c,
-        headline=headline(c.equal_volume),
-        verdict=verdict(c.equal_volume),
-        first_rows=on_a_list.head(max_rows).to_dict("records"),
-        rows_total=len(on_a_list),
+        view=view,
+        first_rows=[(cells[i], marks[groups[i]]) for i in first],
+        lead_columns=_lead_columns(bool(c.by_source)),
         charts=charts(c),
-        data=page_data(c),
+        data=data,
         csv_href=csv_href,
         max_rows=max_rows,
         has_source=bool(c.by_source),

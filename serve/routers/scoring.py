@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from features.pointintime import AS_OF
 from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
 from serve.dependencies import (
@@ -35,10 +34,9 @@ _INLINE_LEADS = 4
 
 def score_leads(model: LoadedModel, leads: list[LeadIn]) -> list[dict[str, Any]]:
     """Every request, one lead or a thousand, through the kernel's one adapter for records."""
-    records = [
-        {**lead.attributes(), CREATED_AT: lead.created_at, AS_OF: lead.as_of, "events": lead.events}
-        for lead in leads
-    ]
+    # A lead's declared fields (attributes, times, events) and its extra attributes, as they
+    # are: no copy through model_dump.
+    records = [{**lead.__dict__, **(lead.model_extra or {})} for lead in leads]
     return model.scorer.score_records(records, with_monitored=True).records()
 
 
