@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -154,14 +155,13 @@ def _behaviour_block(joined: EventsAtSnapshots, config: FeatureConfig, out: np.n
     np.minimum.at(last_activity, row_in, age_in)
     last_activity[np.isinf(last_activity)] = np.nan
     kinds = list(config.event_types)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        velocity = np.where(last_30 > 0, (last_7 / 7) / (last_30 / 30), 0.0)
-        if "email_sent" in kinds and "email_open" in kinds:
-            sent = all_time[:, kinds.index("email_sent")]
-            opened = all_time[:, kinds.index("email_open")]
-            open_rate = np.where(sent > 0, opened / sent, np.nan)
-        else:
-            open_rate = np.full(n, np.nan)
+    # Divided only where the divisor is positive: no warnings to silence.
+    velocity = np.divide(last_7 / 7, last_30 / 30, out=np.zeros(n), where=last_30 > 0)
+    open_rate = np.full(n, np.nan)
+    if "email_sent" in kinds and "email_open" in kinds:
+        sent = all_time[:, kinds.index("email_sent")]
+        opened = all_time[:, kinds.index("email_open")]
+        np.divide(opened, sent, out=open_rate, where=sent > 0)
     tail = out[:, n_types * (len(windows) + 2) :]
     tail[:, 0] = np.bincount(row_in, weights=decay, minlength=n)
     tail[:, 1] = _distinct_days(row_in, joined.day[inbound], n)
@@ -185,9 +185,8 @@ class FeatureMatrix:
         column = self.values[:, self.position[name]]
         if name not in self.levels:
             return column
-        texts = np.array([*self.levels[name], None], dtype=object)
-        codes = np.nan_to_num(column, nan=-1.0).astype(np.int64)
-        shown: np.ndarray = texts[codes]
+        codes = np.where(column == column, column, -1.0).astype(np.int64)  # NaN -> -1
+        shown: np.ndarray = _level_texts(tuple(self.levels[name]))[codes]
         return shown
 
     def category_codes(self, name: str) -> np.ndarray:
@@ -218,7 +217,7 @@ def feature_matrix(
     """
     values = values or LeadValues(batch, config)
     names = feature_names(config) if names is None else names
-    position = {name: i for i, name in enumerate(names)}
+    position = _positions(tuple(names))
     n = batch.n_rows
     # Column-major, so that every feature column is one contiguous array.
     out = np.empty((n, len(names)), dtype=np.float64, order="F")
@@ -250,6 +249,18 @@ def feature_matrix(
             for i, name in enumerate(ACCOUNT_FEATURES):
                 out[:, position[name]] = accounts[:, i]
     return FeatureMatrix(names=names, values=out, levels=levels, position=position)
+
+
+@lru_cache(maxsize=256)
+def _level_texts(levels: tuple[str, ...]) -> np.ndarray:
+    """A category's levels as an object array, None last (for code -1); never written to."""
+    return np.array([*levels, None], dtype=object)
+
+
+@lru_cache(maxsize=64)
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    """Each feature's column (shared read-only: a model's names are asked for on every call)."""
+    return {name: i for i, name in enumerate(names)}
 
 
 def _fit_per_lead(

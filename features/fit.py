@@ -155,10 +155,16 @@ def text_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
 def recode(codes: np.ndarray, texts: Sequence[str], levels: Sequence[str]) -> np.ndarray:
     """`text_codes` as positions in `levels` (float, NaN when missing or not a level): how the
     model reads a category."""
-    index = {level: i for i, level in enumerate(levels)}
+    index = _level_index(tuple(levels))
     lookup = np.array([*(index.get(t, np.nan) for t in texts), np.nan], dtype=np.float64)
     recoded: np.ndarray = lookup[codes]
     return recoded
+
+
+@lru_cache(maxsize=256)
+def _level_index(levels: tuple[str, ...]) -> dict[str, int]:
+    """Each level's position (shared read-only: a model's levels are asked for on every call)."""
+    return {level: i for i, level in enumerate(levels)}
 
 
 @lru_cache(maxsize=65_536)
@@ -260,10 +266,10 @@ class LeadValues:
             codes, titles = self.text(config.title_column)
             part = 0 if column == "seniority" else 1
             parsed = [parse_title(title)[part] for title in titles]
-            levels = list(SENIORITY_LEVELS if part == 0 else JOB_FUNCTIONS)
-            index = {level: i for i, level in enumerate(levels)}
+            levels = SENIORITY_LEVELS if part == 0 else JOB_FUNCTIONS
+            index = _level_index(levels)
             lookup = np.array([*(index[p] for p in parsed), -1], dtype=np.int64)
-            return lookup[codes], levels
+            return lookup[codes], list(levels)
         if column == EMAIL_DOMAIN and config.email_column is not None:
             flags = self.company_email_flag()
             codes = np.where(np.isnan(flags), -1, np.where(flags == 1.0, 0, 1)).astype(np.int64)

@@ -157,6 +157,9 @@ def spine_chunks(
     spine_lead_pos: np.ndarray, events: EventArrays, n_leads: int
 ) -> Iterator[np.ndarray]:
     """Spine positions split by lead so that each chunk joins a bounded number of pairs."""
+    if len(spine_lead_pos) * len(events.lead_pos) <= MAX_PAIRS_PER_CHUNK:
+        yield np.arange(len(spine_lead_pos))  # at most that many pairs: no need to count
+        return
     snapshots_per_lead = np.bincount(spine_lead_pos, minlength=n_leads)
     known = events.lead_pos[events.lead_pos >= 0]
     events_per_lead = np.bincount(known, minlength=n_leads)

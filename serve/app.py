@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from models.registry import use_tracking
+from serve.batching import MicroBatcher
 from serve.metrics import BodyLimitAndMetrics, Metrics
 from serve.predictionlog import PredictionLog
 from serve.routers import feedback, marketing, ops, scoring
@@ -88,6 +89,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.state.metrics = metrics
+    app.state.batcher = MicroBatcher(scoring.score_leads)
     app.add_middleware(BodyLimitAndMetrics, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (scoring.router, feedback.router, marketing.router, ops.router):

@@ -1,41 +1,50 @@
 """What routes depend on, as FastAPI dependencies: the settings, the served model, the prediction
-log, the metrics, and the API and admin keys. All live on `app.state`, set by `create_app`."""
+log, the metrics, and the API and admin keys. All live on `app.state`, set by `create_app`.
+
+They are `async`: each only reads state, and a plain `def` dependency would cost a hop to the
+thread pool on every request."""
 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 from pydantic import SecretStr
 
+from serve.batching import MicroBatcher
 from serve.metrics import Metrics
 from serve.predictionlog import PredictionLog
 from serve.settings import ServeSettings
 from serve.state import LoadedModel, ModelHolder
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     settings: ServeSettings = request.app.state.settings
     return settings
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     holder: ModelHolder = request.app.state.holder
     return holder
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_prediction_log(request: Request) -> PredictionLog:
+async def get_prediction_log(request: Request) -> PredictionLog:
     log: PredictionLog = request.app.state.prediction_log
     return log
 
 
-def serving_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
+async def get_batcher(request: Request) -> MicroBatcher[Any]:
+    batcher: MicroBatcher[Any] = request.app.state.batcher
+    return batcher
+
+
+async def serving_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
     """The model being served; 503 until the first one has loaded."""
     model = holder.current
     if model is None:
@@ -73,3 +82,4 @@ HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictionLogDep = Annotated[PredictionLog, Depends(get_prediction_log)]
 ModelDep = Annotated[LoadedModel, Depends(serving_model)]
+BatcherDep = Annotated[MicroBatcher[Any], Depends(get_batcher)]

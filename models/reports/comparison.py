@@ -858,6 +858,50 @@ def _legend(figure: Figure, axes: Axes) -> None:
         )
 
 
+def _grouped_bars(
+    axes: Axes,
+    categories: Sequence[str],
+    series: Sequence[_Series],
+    value_fmt: Callable[[float], str],
+    *,
+    horizontal: bool,
+    labels: bool,
+) -> dict[str, str]:
+    """One group of bars per category, one bar per series; each bar's tooltip by its gid (the
+    returned map); 'n/a' where a value is undefined, and the value at the bar's end when
+    `labels`."""
+    group = 0.8 if horizontal else 0.78
+    width = group / max(len(series), 1)
+    draw = axes.barh if horizontal else axes.bar
+    tips: dict[str, str] = {}
+    for j, s in enumerate(series):
+        positions = [i - group / 2 + width * (j + 0.5) for i in range(len(categories))]
+        lengths = [max(v, 0.0) if math.isfinite(v) else 0.0 for v in s.values]
+        bars = draw(
+            positions, lengths, width * (0.92 if horizontal else 0.95), color=s.color, label=s.name
+        )
+        for at, bar, category, value in zip(positions, bars, categories, s.values, strict=True):
+            known = math.isfinite(value)
+            if known:
+                gid = f"tip-{len(tips)}"
+                bar.set_gid(gid)
+                tips[gid] = f"{s.name}, {category}: {value_fmt(value)}"
+            if known and not labels:
+                continue
+            end = max(value, 0.0) if known else 0.0
+            axes.annotate(
+                value_fmt(value) if known else "n/a",
+                (end, at) if horizontal else (at, end),
+                xytext=(3, 0) if horizontal else (0, 3),
+                textcoords="offset points",
+                ha="left" if horizontal else "center",
+                va="center" if horizontal else "bottom",
+                fontsize=9 if known and not horizontal else 8,
+                color=_INK if known else _NA_COLOR,
+            )
+    return tips
+
+
 def _column_chart(
     chart_id: str,
     title: str,
@@ -875,30 +919,7 @@ def _column_chart(
     """Vertical grouped bars; a dashed line at `reference`; 'n/a' where a value is undefined."""
     figure = Figure(figsize=(6.4, 3.3), layout="constrained")
     axes = figure.add_subplot()
-    width = 0.78 / max(len(series), 1)
-    tips: dict[str, str] = {}
-    for j, s in enumerate(series):
-        positions = [i - 0.39 + width * (j + 0.5) for i in range(len(categories))]
-        heights = [max(v, 0.0) if math.isfinite(v) else 0.0 for v in s.values]
-        bars = axes.bar(positions, heights, width * 0.95, color=s.color, label=s.name)
-        for x, bar, category, value in zip(positions, bars, categories, s.values, strict=True):
-            if not math.isfinite(value):
-                axes.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8, color=_NA_COLOR)
-                continue
-            gid = f"tip-{len(tips)}"
-            bar.set_gid(gid)
-            tips[gid] = f"{s.name}, {category}: {value_fmt(value)}"
-            if label_bars:
-                axes.annotate(
-                    value_fmt(value),
-                    (x, max(value, 0.0)),
-                    xytext=(0, 3),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=9,
-                    color=_INK,
-                )
+    tips = _grouped_bars(axes, categories, series, value_fmt, horizontal=False, labels=label_bars)
     _value_axis(axes, "y", [v for s in series for v in s.values], reference, axis_fmt)
     axes.set_xticks(range(len(categories)), [textwrap.fill(c, 14) for c in categories])
     axes.tick_params(axis="x", length=0)
@@ -935,27 +956,7 @@ def _bar_chart(
         figsize=(6.4, 1.5 + 0.25 * len(series) * max(len(categories), 1)), layout="constrained"
     )
     axes = figure.add_subplot()
-    height = 0.8 / max(len(series), 1)
-    tips: dict[str, str] = {}
-    for j, s in enumerate(series):
-        positions = [i - 0.4 + height * (j + 0.5) for i in range(len(categories))]
-        widths = [max(v, 0.0) if math.isfinite(v) else 0.0 for v in s.values]
-        bars = axes.barh(positions, widths, height * 0.92, color=s.color, label=s.name)
-        for y, bar, category, value in zip(positions, bars, categories, s.values, strict=True):
-            if math.isfinite(value):
-                gid = f"tip-{len(tips)}"
-                bar.set_gid(gid)
-                tips[gid] = f"{s.name}, {category}: {value_fmt(value)}"
-            axes.annotate(
-                value_fmt(value) if math.isfinite(value) else "n/a",
-                (max(value, 0.0) if math.isfinite(value) else 0.0, y),
-                xytext=(3, 0),
-                textcoords="offset points",
-                ha="left",
-                va="center",
-                fontsize=8,
-                color=_INK if math.isfinite(value) else _NA_COLOR,
-            )
+    tips = _grouped_bars(axes, categories, series, value_fmt, horizontal=True, labels=True)
     _value_axis(axes, "x", [v for s in series for v in s.values], reference, axis_fmt)
     axes.set_yticks(range(len(categories)), [_clip(c) for c in categories])
     axes.tick_params(axis="y", length=0)

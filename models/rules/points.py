@@ -127,6 +127,9 @@ class PointsRules(BaseModel):
 
     def rule_keys(self) -> list[RuleKey]:
         """Every rule of the table, in the order of `points_by_rule`'s columns."""
+        return list(self._arrays.keys)
+
+    def _rule_keys(self) -> list[RuleKey]:
         return [
             *(RuleKey("events", kind, None) for kind in self.events),
             *(
@@ -259,6 +262,7 @@ class PointsRules(BaseModel):
     def _arrays(self) -> _RuleArrays:
         kinds = list(self.events)
         return _RuleArrays(
+            keys=tuple(self._rule_keys()),
             events=(
                 kinds,
                 np.array([self.events[k].points for k in kinds], dtype=np.float64),
@@ -281,6 +285,7 @@ class _RuleArrays:
     """A table's rules as arrays, made once per table. Compared by identity: a cached copy on a
     table must not take part in comparing tables."""
 
+    keys: tuple[RuleKey, ...]
     events: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
     attributes: list[tuple[str, dict[str, int], np.ndarray]]
 

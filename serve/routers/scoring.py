@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.responses import Response
 from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
 from serve.dependencies import (
+    BatcherDep,
     MetricsDep,
     ModelDep,
     PredictionLogDep,
@@ -28,11 +30,12 @@ from serve.state import LoadedModel
 
 router = APIRouter(tags=["scoring"], dependencies=[Depends(require_api_key)])
 
-# Requests with at most this many leads are scored on the event loop itself.
+# Requests with at most this many leads are scored on the event loop, together with the other
+# small requests that are ready at the same moment (serve.batching); larger ones in a thread.
 _INLINE_LEADS = 4
 
 
-def score_leads(model: LoadedModel, leads: list[LeadIn]) -> list[dict[str, Any]]:
+def score_leads(model: LoadedModel, leads: Sequence[LeadIn]) -> list[dict[str, Any]]:
     """Every request, one lead or a thousand, through the kernel's one adapter for records."""
     # A lead's declared fields (attributes, times, events) and its extra attributes, as they
     # are: no copy through model_dump.
@@ -118,6 +121,7 @@ async def predict(
     settings: SettingsDep,
     log: PredictionLogDep,
     metrics: MetricsDep,
+    batcher: BatcherDep,
 ) -> Response:
     """Score one lead, or a batch under `leads`. Answers the calibrated probability of
     converting within the model's horizon, MQL and tier, the rule-based points, and the
@@ -127,8 +131,8 @@ async def predict(
         raise HTTPException(status_code=413, detail=f"at most {settings.max_batch} leads")
     _check_leads(body, leads, model, settings.max_events_per_lead)
     if len(leads) <= _INLINE_LEADS:
-        # Well under a millisecond: cheaper on the event loop than a hop to a worker thread.
-        answers = score_leads(model, leads)
+        # Small requests that are ready together are scored in one kernel call, on the loop.
+        answers = await batcher(model, leads)
     else:
         answers = await run_in_threadpool(score_leads, model, leads)
     scored_at = datetime.now(UTC)
