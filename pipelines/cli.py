@@ -47,7 +47,7 @@ from models.registry import (
 from models.registry import promote as promote_version
 from models.reports.comparison import headline, holdout_comparison, write_comparison
 from models.rules.points import RULE_MQL, PointsRules
-from models.scoring.scorer import LeadScorer
+from models.scoring.scorer import LeadScorer, ScoresDisagree
 from models.training.leakage import leakage_findings, leakage_report
 from pipelines.config import LeadscoreConfig, load_config
 from pipelines.monitor import build_report
@@ -429,6 +429,8 @@ def _registered_scorer(settings: LeadscoreConfig, model: str | None) -> LeadScor
     uri = model or f"models:/{settings.train.model_name}@champion"
     try:
         return load_scorer(uri)
+    except ScoresDisagree as exc:
+        raise DataContractError(f"model {uri}: {exc}") from exc
     except MlflowException as exc:
         raise DataContractError(
             f"cannot load model {uri}: {str(exc).splitlines()[0]}",

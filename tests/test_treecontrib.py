@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -11,7 +12,7 @@ import pytest
 
 from features.batch import LeadBatch
 from features.build import feature_frame
-from models.scoring.scorer import LeadScorer
+from models.scoring.scorer import LeadScorer, ScoresDisagree
 from models.scoring.treecontrib import (
     ContributionTables,
     build_tables,
@@ -313,3 +314,19 @@ def test_scorer_scores_and_reasons_match_lightgbm(
                 rtol=0,
                 atol=TOLERANCE,
             )
+
+
+def test_a_model_whose_stored_rows_score_differently_is_refused(
+    pipeline_scorer: tuple[LeadScorer, pd.DataFrame, LeadBatch], tmp_path: Path
+) -> None:
+    """The bundle keeps feature rows and LightGBM's raw scores of them; loading checks both
+    LightGBM and the reason tables against those scores (a LightGBM upgrade, a table bug)."""
+    scorer = pipeline_scorer[0]
+    assert scorer.check_rows is not None and len(scorer.check_rows) >= 100
+    folder = scorer.save(tmp_path / "bundle")
+    LeadScorer.load(folder)  # as saved: loads
+    rows = np.load(folder / "check_rows.npz")["rows"]
+    rows[:, -1] += 1e-6  # the scores the model gave at training, nudged
+    np.savez(folder / "check_rows.npz", rows=rows)
+    with pytest.raises(ScoresDisagree, match="refusing to serve"):
+        LeadScorer.load(folder)

@@ -30,7 +30,7 @@ FOR, AGAINST = "for", "against"
 Formatter = Callable[[object], str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reason:
     """One feature's pull on one lead's score, and what it means in words."""
 
