@@ -122,17 +122,15 @@ def _behaviour_block(joined: EventsAtSnapshots, config: FeatureConfig, out: np.n
     key = joined.row * n_types + joined.type_code
     age = joined.age_days
 
+    def per_type(mask: np.ndarray | None) -> np.ndarray:
+        keys = key if mask is None else key[mask]
+        return np.bincount(keys, minlength=n * n_types).reshape(n, n_types)
+
     # Per type: one column per window, then all-time count, then days since the last one.
     per_type_block = out[:, : n_types * (len(windows) + 2)].reshape(n, n_types, len(windows) + 2)
-    # One count per (row, type, narrowest window holding the event); windows nest, so a
-    # window's count is the sum over it and the narrower ones (the last bucket: none).
-    bucket = np.searchsorted(np.asarray(windows, dtype=np.float64), age, side="right")
-    by_bucket = np.bincount(
-        key * (len(windows) + 1) + bucket, minlength=n * n_types * (len(windows) + 1)
-    ).reshape(n, n_types, len(windows) + 1)
-    within = np.cumsum(by_bucket, axis=2, out=by_bucket)
-    per_type_block[:, :, : len(windows)] = within[:, :, : len(windows)]
-    all_time = within[:, :, len(windows)]
+    for i, window in enumerate(windows):
+        per_type_block[:, :, i] = per_type(age < window)
+    all_time = per_type(None)
     per_type_block[:, :, len(windows)] = all_time
     newest = np.full(n * n_types, np.inf)
     np.minimum.at(newest, key, age)

@@ -183,7 +183,7 @@ def load_snapshot_table(
         for column in trained.categorical_columns:
             leads[column] = _blank_missing(raw[column], tokens)
         for column in trained.numeric_columns:
-            leads[column] = _blank_missing(raw[column], tokens)  # fit_features checks numbers
+            leads[column] = _blank_missing(raw[column], tokens)  # the kernel checks numbers
         return SnapshotTable(leads, order, dataset.order_column, trained)
 
     categorical: list[str] = []

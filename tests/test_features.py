@@ -11,7 +11,7 @@ import pytest
 from features.build import ACCOUNT_FEATURES, build_features, build_features_at, feature_names
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
-from features.fit import company_email, parse_title
+from features.fit import company_email_flags, parse_title
 from features.pointintime import AS_OF
 from features.training import LABEL, label_snapshots, make_training_set, snapshot_spine
 from tests.conftest import START, random_funnel
@@ -241,8 +241,9 @@ def test_seniority_function_and_company_email_from_free_text() -> None:
     }
     assert {title: parse_title(title) for title in expected} == expected
     free = frozenset(CONFIG.free_mail_domains)
-    flags = [company_email(e, free) for e in ["x@Gmail.com", "y@acme.io", "a@", "no-at-sign"]]
-    np.testing.assert_array_equal(flags, [0.0, 1.0, np.nan, np.nan])
+    emails = np.array([" x@Gmail.com ", "y@acme.io", "a@", "no-at-sign", "a@b@acme.io", None])
+    flags = company_email_flags(emails.astype(object), free)
+    np.testing.assert_array_equal(flags, [0.0, 1.0, np.nan, np.nan, 1.0, np.nan])
 
 
 def test_chunked_join_and_sliced_day_bitmap_give_the_same_features(

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
-from features.fit import company_email, parse_title
+from features.fit import company_email_flags, parse_title
 from features.pointintime import AS_OF
 from features.training import snapshot_spine
 from features.vocabulary import EVENT_TYPES
@@ -64,7 +64,7 @@ def naive_attributes(leads: pd.DataFrame) -> pd.DataFrame:
         row["seniority"], row["job_function"] = (
             (None, None) if pd.isna(title) else parse_title(str(title).strip())
         )
-        flag = np.nan if pd.isna(email) else company_email(str(email).strip(), free)
+        flag = company_email_flags(np.array([email], dtype=object), free)[0]
         row["email_domain"] = {1.0: "company", 0.0: "free_mail"}.get(flag)
         rows.append(row)
     return pd.DataFrame(rows, index=leads["lead_id"].to_numpy())
