@@ -38,6 +38,27 @@ def test_serve_predict_hot_swap_and_stop(tmp_path: Path, monkeypatch: pytest.Mon
         answer = httpx.post(f"{base}/predict", json=payload, timeout=10).json()["predictions"][0]
         assert answer["model_version"] == first.registration.version
 
+        # Single leads sent at once (scored together in one kernel call when they arrive
+        # together) answer exactly as each alone.
+        payloads = [lead_payload(funnel, position) for position in range(24)]
+        with httpx.Client(timeout=10) as client:
+            alone = [client.post(f"{base}/predict", json=p).json() for p in payloads]
+        together: list[dict[str, object]] = [{} for _ in payloads]
+
+        def send(i: int) -> None:
+            together[i] = httpx.post(f"{base}/predict", json=payloads[i], timeout=10).json()
+
+        senders = [threading.Thread(target=send, args=(i,)) for i in range(len(payloads))]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        fields = ("lead_id", "probability", "mql", "tier", "rule_score", "rule_mql", "reasons")
+        for mine, theirs in zip(together, alone, strict=True):
+            got = mine["predictions"][0]  # type: ignore[index]
+            want = theirs["predictions"][0]
+            assert {f: got[f] for f in fields} == {f: want[f] for f in fields}
+
         # Move the champion while requests keep coming: none may fail, then the new one answers.
         statuses: list[int] = []
         versions: set[str] = set()
