@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, SupportsFloat, cast
 
@@ -387,6 +387,9 @@ def formatters_for(config: FeatureConfig) -> dict[str, tuple[str, Formatter]]:
     return out
 
 
+# A frame's columns are checked up front; a mapping of feature values (the scorer's) is not.
+_FRAME = pd.DataFrame
+
 # --- the writer --------------------------------------------------------------------------------
 
 
@@ -415,36 +418,16 @@ class ReasonWriter:
         fmt = self.formatters.get(feature)
         return (fmt or _labelled(feature))(value)
 
-    def reasons(
-        self, contributions: np.ndarray, values: Sequence[object]
-    ) -> dict[str, list[Reason]]:
-        """Top reasons for one lead.
-
-        `contributions` has one value per feature, optionally followed by the bias (ignored);
-        `values` are the lead's feature values in `feature_names` order.
-        """
-        row = self._features_only(np.asarray(contributions, dtype=np.float64), ndim=1)
-        if len(values) != len(self.feature_names):
-            raise ValueError(
-                f"expected {len(self.feature_names)} feature values, got {len(values)}"
-            )
-        return {
-            FOR: self._write(row, self._top_for(row), values),
-            AGAINST: self._write(row, self._top_against(row), values),
-        }
-
     def reasons_batch(
         self, contributions: np.ndarray, frame: Mapping[str, Any] | pd.DataFrame
     ) -> list[dict[str, list[Reason]]]:
         """Top reasons for every lead: row i of `contributions` explains row i of `frame` (a
         frame, or feature values by name)."""
         matrix = self._features_only(np.asarray(contributions, dtype=np.float64), ndim=2)
-        if isinstance(frame, pd.DataFrame) and len(frame) != len(matrix):
+        if isinstance(frame, _FRAME) and len(frame) != len(matrix):
             raise ValueError(f"{len(matrix)} contribution rows but {len(frame)} rows in the frame")
         missing = (
-            [n for n in self.feature_names if n not in frame]
-            if isinstance(frame, pd.DataFrame)
-            else []
+            [n for n in self.feature_names if n not in frame] if isinstance(frame, _FRAME) else []
         )
         if missing:
             raise KeyError(f"the frame lacks feature column(s) {', '.join(map(repr, missing))}")
@@ -489,29 +472,6 @@ class ReasonWriter:
         if not np.isfinite(features).all():
             raise ValueError("contributions hold NaN or infinite values")
         return features
-
-    def _top_for(self, row: np.ndarray) -> np.ndarray:
-        """Indices of the top_k largest contributions >= MIN_CONTRIBUTION, ties by feature order."""
-        n, k = len(row), self.top_k
-        floor = MIN_CONTRIBUTION
-        if n > k:
-            # Partition finds the k-th largest in O(n); keeping every value >= it keeps all ties.
-            floor = max(floor, float(np.partition(row, n - k)[n - k]))
-        picked = np.flatnonzero(row >= floor)
-        return picked[np.argsort(-row[picked], kind="stable")][:k]
-
-    def _top_against(self, row: np.ndarray) -> np.ndarray:
-        """Indices of the top_k most negative contributions <= -MIN_CONTRIBUTION."""
-        n, k = len(row), self.top_k
-        ceiling = -MIN_CONTRIBUTION
-        if n > k:
-            ceiling = min(ceiling, float(np.partition(row, k - 1)[k - 1]))
-        picked = np.flatnonzero(row <= ceiling)
-        return picked[np.argsort(row[picked], kind="stable")][:k]
-
-    def _write(self, row: np.ndarray, picked: np.ndarray, values: Sequence[object]) -> list[Reason]:
-        names, fmts = self.feature_names, self._by_index
-        return [Reason(names[j], fmts[j](values[j]), float(row[j])) for j in picked.tolist()]
 
     def _told(
         self,
