@@ -102,6 +102,8 @@ done = function(summary, latency, requests)
     latency.mean, latency.max, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
+# wrk's own GET of the URL, reported as LUA reports.
+LUA_GET = "done = function" + LUA.split("done = function", 1)[1].replace("%%", "%")
 
 
 class BenchFailed(Exception):
@@ -416,12 +418,21 @@ def _lua(bodies: list[bytes]) -> str:
 
 
 def _wrk(
-    wrk: str, server: Server, threads: int, connections: int, seconds: int
+    wrk: str,
+    server: Server,
+    threads: int,
+    connections: int,
+    seconds: int,
+    get_path: str | None = None,
 ) -> dict[str, float]:
+    """wrk against the server's predict route with its script, or a plain GET of `get_path`."""
     assert server.wrk_script is not None
+    target = ["-s", str(server.wrk_script), server.base + server.predict_path]
+    if get_path is not None:
+        target = ["-s", str(server.wrk_script.with_name("get.lua")), server.base + get_path]
+        server.wrk_script.with_name("get.lua").write_text(LUA_GET)
     command = [
-        wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
-        "-s", str(server.wrk_script), server.base + server.predict_path,
+        wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", *target,
     ]  # fmt: skip
     client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before = _cpu_seconds(server)
@@ -438,7 +449,8 @@ def _wrk(
             f"wrk failed ({done.returncode}): {' '.join(command)}\n{done.stdout}\n{done.stderr}"
         )
     raw: dict[str, float] = json.loads(lines[-1].removeprefix("WRKJSON "))
-    server.answered += int(raw["requests"]) - int(raw["status"])
+    if get_path is None:
+        server.answered += int(raw["requests"]) - int(raw["status"])
     errors = {k: raw[k] for k in ("connect", "read", "write", "status", "timeout") if raw[k]}
     if errors:
         raise BenchFailed(
@@ -513,6 +525,18 @@ def _measure(wrk: str, server: Server, work: Workload, args: argparse.Namespace)
             f"others {result['other_cores']:.2f})",
             flush=True,
         )
+    if server.name == "leadscore":
+        # The floor under every request: a constant answer through the same server,
+        # middleware and metrics, measured the same way.
+        for threads, connections in ((1, 1), (2, 16)):
+            _wrk(wrk, server, threads, connections, args.warmup, get_path="/health")
+            result = _wrk(wrk, server, threads, connections, args.seconds, get_path="/health")
+            server.results[f"health_c{connections}"] = result
+            print(
+                f"  {server.name} GET /health c={connections}: {result['rps']:,.0f} req/s, "
+                f"p50 {result['p50_ms']:.2f} ms",
+                flush=True,
+            )
     body = work.batch_ours if server.name == "leadscore" else work.batch_mlflow
     batch = _batches(server, body, len(work.batch_ids), args.batch_seconds, args.min_batches)
     server.results["batch"] = batch
@@ -649,6 +673,14 @@ def _report(
         f"{c16_ratio:.1f}x at 16; p50 at concurrency 1 "
         f"{p50:.2f} ms vs {m['c1']['p50_ms']:.2f} ms; batch rows/s {batch_ratio:.1f}x.",
         f"Prediction log of `leadscore serve` after the run: {logged_text}; {log_check}.",
+        "",
+        f"Reference for single requests: `GET /health` on the same `leadscore serve` (a "
+        f"constant answer through the same server, middleware and metrics, no scoring), "
+        f"measured the same way in this run: {o['health_c1']['rps']:,.0f} req/s with p50 "
+        f"{o['health_c1']['p50_ms']:.2f} ms at concurrency 1, "
+        f"{o['health_c16']['rps']:,.0f} req/s at 16. `/predict` reaches "
+        f"{o['c16']['rps'] / o['health_c16']['rps']:.0%} of that at 16 (single leads that "
+        "arrive together are scored in one kernel call).",
         "",
         "Targets (from the issue):",
         f"- p50 at concurrency 1 under 1 ms: {p50:.2f} ms, {_verdict(p50 < 1)};",
