@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.vocabulary import EVENT_TYPE, LEAD_ID, TS
-
 AS_OF = "as_of"
 NS_PER_DAY = 86_400 * 10**9
 # Upper bound on (snapshot, event) pairs joined at once; keeps memory flat for many snapshots.
@@ -79,28 +77,6 @@ def positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.asarray(pd.Index(keys).get_indexer(pd.Index(queries)), dtype=np.int64)
 
 
-def event_type_codes(kinds: pd.Series, event_types: list[str]) -> np.ndarray:
-    """Position of each event's type in `event_types`, -1 for other types."""
-    if isinstance(kinds.dtype, pd.CategoricalDtype):
-        lookup = pd.Index(event_types).get_indexer(kinds.cat.categories)
-        codes = kinds.cat.codes.to_numpy()
-        return np.where(codes >= 0, lookup[codes], -1).astype(np.int64)
-    return np.asarray(
-        pd.Index(event_types).get_indexer(pd.Index(kinds.astype("str"))), dtype=np.int64
-    )
-
-
-def prepare_events(
-    events: pd.DataFrame, lead_ids: np.ndarray, event_types: list[str]
-) -> EventArrays:
-    """Encode events once against a lead table (`lead_ids`, unique) and a type list."""
-    return EventArrays(
-        lead_pos=positions(lead_ids, events[LEAD_ID].to_numpy()),
-        type_code=event_type_codes(events[EVENT_TYPE], event_types),
-        ts=as_utc_ns(events[TS]),
-    )
-
-
 def join_before(
     spine_lead_pos: np.ndarray, spine_as_of: np.ndarray, events: EventArrays, n_leads: int
 ) -> EventsAtSnapshots:
@@ -141,16 +117,6 @@ def join_before(
         age_days=age_ns / NS_PER_DAY,
         day=ts // NS_PER_DAY,
     )
-
-
-def events_before(
-    spine: pd.DataFrame, events: pd.DataFrame, event_types: list[str]
-) -> EventsAtSnapshots:
-    """`join_before` for a spine frame (`lead_id`, `as_of`) and an events frame."""
-    lead_ids = pd.unique(spine[LEAD_ID].to_numpy())
-    arrays = prepare_events(events, np.asarray(lead_ids), event_types)
-    spine_lead_pos = positions(np.asarray(lead_ids), spine[LEAD_ID].to_numpy())
-    return join_before(spine_lead_pos, as_utc_ns(spine[AS_OF]), arrays, len(lead_ids))
 
 
 def spine_chunks(
