@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,9 @@ from features.pointintime import (
     EventArrays,
     EventsAtSnapshots,
     as_utc_ns,
+    chunk_count,
     join_before,
     positions,
-    spine_chunks,
 )
 from features.vocabulary import CREATED_AT, EVENT_TYPE, LEAD_ID, TS
 
@@ -47,10 +48,6 @@ class LeadBatch:
     event_ts: np.ndarray  # int64 ns per event
     event_kind: np.ndarray  # int64 per event: position in `kinds`, -1 when missing
     kinds: tuple[str, ...]  # event type names, as sent
-    # Joins computed once per batch (see `events_before`).
-    _joins: dict[str, EventsAtSnapshots | None] = field(
-        default_factory=dict, compare=False, repr=False
-    )
 
     @property
     def n_leads(self) -> int:
@@ -76,18 +73,15 @@ class LeadBatch:
         """Each row's events of `event_types` strictly before its as_of, cut from one join of
         all the batch's events that the features and the rules share; None when that join is
         too large to hold at once (callers then join their types in chunks)."""
-        if "all" not in self._joins:
-            every = EventArrays(
-                lead_pos=self.event_lead, type_code=self.event_kind, ts=self.event_ts
-            )
-            chunks = list(spine_chunks(self.row_lead, every, self.n_leads))
-            self._joins["all"] = (
-                join_before(self.row_lead, self.as_of_ns, every, self.n_leads)
-                if len(chunks) == 1
-                else None
-            )
-        joined = self._joins["all"]
+        joined = self._all_events_before
         return None if joined is None else joined.of_types(self._type_lookup(event_types))
+
+    @cached_property
+    def _all_events_before(self) -> EventsAtSnapshots | None:
+        every = EventArrays(lead_pos=self.event_lead, type_code=self.event_kind, ts=self.event_ts)
+        if chunk_count(self.row_lead, every, self.n_leads) > 1:
+            return None
+        return join_before(self.row_lead, self.as_of_ns, every, self.n_leads)
 
     def _type_lookup(self, event_types: Sequence[str]) -> np.ndarray:
         index = {kind: i for i, kind in enumerate(event_types)}
@@ -126,14 +120,13 @@ def batch_from_records(
     now_ns: int,
     *,
     with_created: bool = True,
-    columns: Sequence[str] = (),
 ) -> LeadBatch:
     """One lead per record: its attributes, `created_at` (when `with_created`), an optional
     `as_of` (default `now_ns`) and an optional `events` list of {"ts", "event_type"} (or its
-    JSON text). A repeated lead id is another lead: each copy sees only its own events.
-    `columns` are always present, missing where a record lacks them."""
+    JSON text). A repeated lead id is another lead: each copy sees only its own events. A
+    column some records lack is missing for them."""
     n = len(records)
-    names: dict[str, None] = dict.fromkeys(columns)
+    names: dict[str, None] = {}
     for record in records:
         names.update(dict.fromkeys(record))
     for key in (LEAD_ID, CREATED_AT, AS_OF, EVENTS_FIELD):

@@ -71,9 +71,9 @@ def feature_names(config: FeatureConfig) -> list[str]:
     ]
 
 
-def check_lead_columns(leads: pd.DataFrame, config: FeatureConfig) -> None:
-    """The feature config names only columns the leads have."""
-    wanted = [
+def lead_columns(config: FeatureConfig) -> list[str]:
+    """The lead columns the features read (an API caller sends these; others are ignored)."""
+    return [
         LEAD_ID,
         *([CREATED_AT] if config.source == "events" else []),
         *(
@@ -84,7 +84,11 @@ def check_lead_columns(leads: pd.DataFrame, config: FeatureConfig) -> None:
         *config.categorical_columns,
         *config.numeric_columns,
     ]
-    missing = [c for c in wanted if c not in leads.columns]
+
+
+def check_lead_columns(leads: pd.DataFrame, config: FeatureConfig) -> None:
+    """The feature config names only columns the leads have."""
+    missing = [c for c in lead_columns(config) if c not in leads.columns]
     if missing:
         raise DataContractError(
             f"the feature config names column(s) {', '.join(map(repr, missing))} "

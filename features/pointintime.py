@@ -119,18 +119,22 @@ def join_before(
     )
 
 
-def spine_chunks(
-    spine_lead_pos: np.ndarray, events: EventArrays, n_leads: int
-) -> Iterator[np.ndarray]:
-    """Spine positions split by lead so that each chunk joins a bounded number of pairs."""
+def chunk_count(spine_lead_pos: np.ndarray, events: EventArrays, n_leads: int) -> int:
+    """In how many chunks `spine_chunks` joins these snapshots (each a bounded number of pairs)."""
     if len(spine_lead_pos) * len(events.lead_pos) <= MAX_PAIRS_PER_CHUNK:
-        yield np.arange(len(spine_lead_pos))  # at most that many pairs: no need to count
-        return
+        return 1  # at most that many pairs: no need to count
     snapshots_per_lead = np.bincount(spine_lead_pos, minlength=n_leads)
     known = events.lead_pos[events.lead_pos >= 0]
     events_per_lead = np.bincount(known, minlength=n_leads)
     pairs = int(snapshots_per_lead @ events_per_lead)
-    n_chunks = max(1, -(-pairs // MAX_PAIRS_PER_CHUNK))
+    return max(1, -(-pairs // MAX_PAIRS_PER_CHUNK))
+
+
+def spine_chunks(
+    spine_lead_pos: np.ndarray, events: EventArrays, n_leads: int
+) -> Iterator[np.ndarray]:
+    """Spine positions split by lead so that each chunk joins a bounded number of pairs."""
+    n_chunks = chunk_count(spine_lead_pos, events, n_leads)
     if n_chunks == 1:
         yield np.arange(len(spine_lead_pos))
         return

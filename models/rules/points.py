@@ -154,7 +154,7 @@ class PointsRules(BaseModel):
         """
         n = batch.n_rows
         columns = [self._event_points_by_type(batch)]
-        for attribute, rule_of, points in self._attribute_tables:
+        for attribute, rule_of, points in self._arrays.attributes:
             codes, texts = values.text(attribute)
             rule_of_text = np.array([*(rule_of.get(t, -1) for t in texts), -1], dtype=np.int64)
             rule = rule_of_text[codes][batch.row_lead]
@@ -219,7 +219,7 @@ class PointsRules(BaseModel):
 
     def _event_points_by_type(self, batch: LeadBatch) -> np.ndarray:
         """(rows, event types of the table): each type's decayed, capped points."""
-        kinds, points, once, caps = self._event_table
+        kinds, points, once, caps = self._arrays.events
         n = batch.n_rows
         if not kinds or n == 0:
             return np.zeros((n, len(kinds)))
@@ -247,16 +247,6 @@ class PointsRules(BaseModel):
         by_type = np.where(once, points * first_decay.reshape(n, len(kinds)), by_type)
         clipped: np.ndarray = np.clip(by_type, -caps, caps)
         return clipped
-
-    @property
-    def _attribute_tables(self) -> list[tuple[str, dict[str, int], np.ndarray]]:
-        """Per attribute: each value's rule position and the points, as arrays (once)."""
-        return self._arrays.attributes
-
-    @property
-    def _event_table(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-        """Event types, their points, first-time-only flags and caps, as arrays (once)."""
-        return self._arrays.events
 
     @cached_property
     def _arrays(self) -> _RuleArrays:
@@ -301,14 +291,22 @@ def attribute_names(columns: Sequence[str], features: FeatureConfig) -> list[str
 
 def check_rule_columns(rules: PointsRules, leads: pd.DataFrame, features: FeatureConfig) -> None:
     """Every attribute and number the rules score is a column of the leads (or derived)."""
+    _check_attributes(list(rules.attributes), leads, features)
+    _check_numbers(list(rules.numbers), leads)
+
+
+def _check_attributes(names: Sequence[str], leads: pd.DataFrame, features: FeatureConfig) -> None:
     known = attribute_names([str(c) for c in leads.columns], features)
-    unknown = [a for a in rules.attributes if a not in known]
+    unknown = [a for a in names if a not in known]
     if unknown:
         raise DataContractError(
             f"the rules give points for attribute '{unknown[0]}', which the leads do not have",
             hint=f"known attributes: {', '.join(known)}",
         )
-    missing = [c for c in rules.numbers if c not in leads.columns]
+
+
+def _check_numbers(names: Sequence[str], leads: pd.DataFrame) -> None:
+    missing = [c for c in names if c not in leads.columns]
     if missing:
         numeric = [c for c in leads.columns if pd.api.types.is_numeric_dtype(leads[c])]
         raise DataContractError(
@@ -322,9 +320,7 @@ def attributes_at(
 ) -> pd.DataFrame:
     """The rule attributes `names` of each snapshot's lead as the rules read them (text,
     missing stays missing), in spine order."""
-    check_rule_columns(
-        PointsRules(mql_threshold=0, attributes={key: {} for key in names}), leads, features
-    )
+    _check_attributes(names, leads, features)
     batch = batch_from_frames(spine, leads, None)
     values = LeadValues(batch, features)
     out: dict[str, np.ndarray] = {}
@@ -338,10 +334,9 @@ def attributes_at(
 def numbers_at(spine: pd.DataFrame, leads: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """The number columns `names` of each snapshot's lead as float64 (NaN when missing), in
     spine order; a clear error for a column the leads do not have or a value that is no number."""
-    check_rule_columns(
-        PointsRules(mql_threshold=0, numbers={name: [] for name in names}), leads, FeatureConfig()
-    )
+    _check_numbers(names, leads)
     batch = batch_from_frames(spine, leads, None)
+    # Numbers are read as they are: no title or e-mail to parse.
     values = LeadValues(batch, FeatureConfig(title_column=None, email_column=None))
     return pd.DataFrame(
         {name: values.number(name)[batch.row_lead] for name in names},

@@ -20,11 +20,17 @@ import numpy as np
 import pandas as pd
 
 from features.batch import LeadBatch, batch_from_frames, batch_from_records
-from features.build import FeatureMatrix, category_features, check_lead_columns, feature_matrix
+from features.build import (
+    FeatureMatrix,
+    category_features,
+    check_lead_columns,
+    feature_matrix,
+    lead_columns,
+)
 from features.config import FeatureConfig
 from features.fit import TITLE_FEATURES, LeadValues
 from features.pointintime import AS_OF
-from features.vocabulary import CREATED_AT, LEAD_ID
+from features.vocabulary import LEAD_ID
 from models.rules.points import RULE_MQL, RULE_SCORE, PointsRules, check_rule_columns
 from models.scoring.reasons import ReasonWriter
 from models.scoring.treecontrib import ContributionTables, build_tables
@@ -321,15 +327,4 @@ class _Shown(Mapping[str, np.ndarray]):
 
 def lead_columns_needed(scorer: LeadScorer) -> list[str]:
     """The lead attributes a caller must send (others are ignored)."""
-    config = scorer.features
-    return [
-        LEAD_ID,
-        *([CREATED_AT] if config.source == "events" else []),
-        *(
-            c
-            for c in (config.title_column, config.email_column, config.account_column)
-            if c is not None
-        ),
-        *config.categorical_columns,
-        *config.numeric_columns,
-    ]
+    return lead_columns(scorer.features)
