@@ -698,6 +698,7 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         log_level="info",
+        access_log=settings.access_log,
     )
 
 

@@ -13,6 +13,7 @@ from serve.metrics import Metrics
 from serve.schemas import Health
 from serve.state import ModelHolder
 
+# Async: each only reads state, and a plain `def` route costs a hop to the thread pool.
 router = APIRouter(tags=["ops"])
 
 
@@ -23,13 +24,13 @@ def note_swap(holder: ModelHolder, metrics: Metrics) -> None:
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     """The process is up."""
     return Health(status="ok")
 
 
 @router.get("/ready", response_model=Health, responses={503: {"model": Health}})
-def ready(holder: HolderDep) -> Health | JSONResponse:
+async def ready(holder: HolderDep) -> Health | JSONResponse:
     """A model is loaded and answering."""
     model = holder.current
     if model is None:
@@ -52,5 +53,5 @@ async def reload(holder: HolderDep, metrics: MetricsDep) -> Health:
 
 
 @router.get("/metrics", include_in_schema=False)
-def prometheus(metrics: MetricsDep) -> Response:
+async def prometheus(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
