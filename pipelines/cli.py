@@ -38,6 +38,7 @@ from features.storage import write_table_atomic, write_text_atomic
 from features.training import LABEL, make_training_set
 from features.vocabulary import CONVERTED, LEAD_ID
 from models.registry import (
+    CHAMPION,
     load_holdout,
     load_scorer,
     load_suggested_points,
@@ -161,8 +162,18 @@ def _input_paths(
 
 
 def _load(
-    config: LeadscoreConfig, leads: Path | None, events: Path | None, advance: Callable[[str], None]
+    config: LeadscoreConfig,
+    leads: Path | None,
+    events: Path | None,
+    advance: Callable[[str], None],
+    rules: PointsRules | None = None,
+    features: FeatureConfig | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leads and events in contract form. Events keep the types the features read (`features`,
+    default the config's) and the types the points table scores: the rules see every action
+    their table names, whether or not the model uses it."""
+    features = features or config.features
+    event_types = list(dict.fromkeys([*features.event_types, *(rules.events if rules else ())]))
     leads_path, events_path = _input_paths(config.dataset, leads, events)
     lead_frame = load_leads(leads_path, config.dataset)
     advance(f"{len(lead_frame):,} leads loaded")
@@ -171,13 +182,11 @@ def _load(
             {
                 "lead_id": lead_frame["lead_id"].iloc[:0],
                 "ts": pd.Series([], dtype="datetime64[ns, UTC]"),
-                "event_type": pd.Categorical([], categories=config.features.event_types),
+                "event_type": pd.Categorical([], categories=event_types),
             }
         )
     else:
-        event_frame, report = load_events(
-            events_path, config.dataset, lead_frame, config.features.event_types
-        )
+        event_frame, report = load_events(events_path, config.dataset, lead_frame, event_types)
         logger.info("%s: %s", events_path, report.summary())
     advance(f"{len(event_frame):,} events loaded")
     return lead_frame, event_frame
@@ -268,7 +277,7 @@ def points(
     moment = _parse_as_of(as_of)
     table = _rules(settings, rules)
     with progress_steps(total=4, description="points") as advance:
-        lead_frame, event_frame = _load(settings, leads, events, advance)
+        lead_frame, event_frame = _load(settings, leads, events, advance, table)
         known = lead_frame[lead_frame["created_at"] <= moment].sort_values("lead_id")
         spine = pd.DataFrame({"lead_id": known["lead_id"].to_numpy(), "as_of": moment})
         scored = table.score(spine, lead_frame, event_frame, settings.features)
@@ -305,9 +314,17 @@ def train(
     strict: Annotated[
         bool, typer.Option("--strict", help="Refuse to train when the leakage check flags columns.")
     ] = False,
+    require_champion: Annotated[
+        bool,
+        typer.Option(
+            "--require-champion",
+            help="Exit non-zero unless the model passes the publish gate and becomes champion.",
+        ),
+    ] = False,
 ) -> None:
-    """Check for leakage, train, calibrate and evaluate against the rules; log to MLflow and
-    register the model."""
+    """Check for leakage, train candidates, calibrate and evaluate against the rules; log to
+    MLflow and register the model. It becomes champion only when it beats the rules and the
+    current champion on the newest holdout; a collapsed model is refused (exit 1)."""
     settings = load_config(config)
     leads, events = _data_paths(data, leads, events)
     table = _rules(settings, rules)
@@ -320,12 +337,15 @@ def train(
             advance("leakage checked")
             run = run_snapshot_training(export, settings, table, on_step=advance)
         else:
-            lead_frame, event_frame = _load(settings, leads, events, advance)
+            lead_frame, event_frame = _load(settings, leads, events, advance, table)
             closed = lead_frame[lead_frame[CONVERTED].notna()] if CONVERTED in lead_frame else None
             if closed is not None and closed[CONVERTED].nunique() == 2:
                 _check_leakage(closed, closed[CONVERTED], settings.features, strict)
             run = run_training(lead_frame, event_frame, settings, table, on_step=advance)
     _print_training(run)
+    registration = run.registration
+    if registration.refused or (require_champion and registration.alias != CHAMPION):
+        raise typer.Exit(code=1)
 
 
 def _snapshot(
@@ -371,10 +391,28 @@ def _check_leakage(
 
 
 def _print_training(run: TrainingRun) -> None:
-    console.print(model_vs_rules_table(run.result.evaluation.metrics))
-    registration = run.registration
+    result = run.result
+    console.print("[bold]time slices[/] (oldest first)", highlight=False)
+    for line in result.drift.lines():
+        console.print(f"  {line}", highlight=False)
+    for warning in result.drift.warnings:
+        error_console.print(f"[bold yellow]drift:[/] {warning}", highlight=False)
     console.print(
-        f"registered [bold]{run.result.scorer.metadata.get('model_name', 'model')}[/] "
+        f"model: {result.chosen.name} ({result.scorer.metadata['chosen_because']})",
+        highlight=False,
+    )
+    console.print(model_vs_rules_table(result.evaluation.metrics))
+    registration = run.registration
+    name = run.result.scorer.metadata.get("model_name", "model")
+    if registration.refused:
+        error_console.print(
+            f"[bold red]not registered:[/] {name} {registration.reason}; "
+            f"MLflow run {registration.run_id}",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"registered [bold]{name}[/] "
         f"v{registration.version} as [bold]{registration.alias}[/] ({registration.reason}); "
         f"MLflow run {registration.run_id}",
         highlight=False,
@@ -412,7 +450,9 @@ def score(
             lead_frame, event_frame = export.leads, empty_events(export.leads[LEAD_ID])
             advance(f"{len(lead_frame):,} leads loaded")
         else:
-            lead_frame, event_frame = _load(settings, input, events, advance)
+            lead_frame, event_frame = _load(
+                settings, input, events, advance, scorer.rules, scorer.features
+            )
         scored = scorer.score(lead_frame, event_frame, moment)
         advance(f"{len(scored):,} leads scored")
         scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]

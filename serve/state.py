@@ -67,8 +67,6 @@ class ModelHolder:
                 return False
             scorer = load_scorer(f"models:/{self.name}/{version}")
             scorer.num_threads = self.predict_threads
-            # Built now, when the model loads, rather than on the first request.
-            _ = scorer.contribution_tables
             page, csv = holdout_page(scorer, self.name)
             previous = self.current.version if self.current else None
             self.current = LoadedModel(scorer, version, datetime.now(UTC), page, csv)

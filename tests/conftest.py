@@ -82,8 +82,9 @@ def funnel_factory() -> Callable[..., Funnel]:
     return random_funnel
 
 
-def trained_scorer(n_leads: int, seed: int) -> tuple[SimulatedFunnel, LeadScorer]:
-    """A simulated funnel and the project's model trained on it (default configs), no store."""
+def trained_scorer(n_leads: int, seed: int, **train: object) -> tuple[SimulatedFunnel, LeadScorer]:
+    """A simulated funnel and the project's model trained on it (default configs unless
+    `train` says otherwise), no store."""
     funnel = simulate_funnel(SimulatorConfig(n_leads=n_leads, seed=seed))
     scorer = train_lead_scorer(
         funnel.leads,
@@ -91,7 +92,7 @@ def trained_scorer(n_leads: int, seed: int) -> tuple[SimulatedFunnel, LeadScorer
         features=LeadscoreConfig().features,
         snapshots=SnapshotConfig(observed_until=funnel.observed_until),
         rules=PointsRules.default(),
-        config=TrainConfig(),
+        config=TrainConfig(**train),  # type: ignore[arg-type]
     ).scorer
     return funnel, scorer
 

@@ -15,6 +15,7 @@ from features.contract import DataContractError
 from features.snapshot import empty_events, load_snapshot_table
 from features.vocabulary import CONVERTED, LEAD_ID
 from models.rules.points import PointsRules
+from models.training import candidates as candidates_module
 from models.training import train as train_module
 from models.training.config import TrainConfig
 from models.training.train import train_snapshot_scorer
@@ -192,33 +193,37 @@ def test_scoring_the_export_gives_the_evaluated_probabilities(
     assert trained.evaluation.metrics["model_roc_auc"] > trained.evaluation.metrics["rules_roc_auc"]
 
 
-def test_walk_forward_scores_each_block_only_with_boosters_of_older_rows(
-    export_csv: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("learner", ["lightgbm", "logistic"])
+def test_walk_forward_scores_each_block_only_with_learners_of_older_rows(
+    export_csv: Path, monkeypatch: pytest.MonkeyPatch, learner: str
 ) -> None:
     seen: list[np.ndarray] = []
-    real_boost = train_module._boost
+    fit_name, rows_at = {"lightgbm": ("fit_booster", 2), "logistic": ("fit_logistic", 1)}[learner]
+    real_fit = getattr(candidates_module, fit_name)
 
-    def recording_boost(*args: object, **kwargs: object) -> object:
-        seen.append(np.asarray(args[3]).copy())
-        return real_boost(*args, **kwargs)  # type: ignore[arg-type]
+    def recording_fit(*args: object, **kwargs: object) -> object:
+        seen.append(np.asarray(args[rows_at]).copy())
+        return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_boost", recording_boost)
+    monkeypatch.setattr(candidates_module, fit_name, recording_fit)
     table = load_snapshot_table(export_csv, DATASET, FeatureConfig())
-    config = TrainConfig(strategy="walk_forward", walk_forward_folds=3)
+    config = TrainConfig(strategy="walk_forward", walk_forward_folds=3, candidates=[learner])
     result = train_snapshot_scorer(
         table, rules=PointsRules.model_validate(RULES), config=config, horizon_days=90
     )
     test = result.split.rows["test"]
     before_test = np.setdiff1d(np.arange(len(result.training_set)), test)
-    *block_boosters, final = seen
-    assert len(block_boosters) == 3
+    if learner == "logistic":
+        seen = seen[len(config.logistic.strengths) :]  # the fits on the train slice
+    *block_learners, final = seen
+    assert len(block_learners) == 3
     for rows in seen:
         assert np.intersect1d(rows, test).size == 0  # the test is never learned from
     assert np.array_equal(np.sort(final), before_test)
-    # Rows are time-ordered (by position here): each block booster saw one prefix, growing.
-    sizes = [len(rows) for rows in block_boosters]
+    # Rows are time-ordered (by position here): each block learner saw one prefix, growing.
+    sizes = [len(rows) for rows in block_learners]
     assert sizes == sorted(sizes) and sizes[0] >= len(before_test) // 2 - 1
-    for rows in block_boosters:
+    for rows in block_learners:
         assert np.array_equal(rows, before_test[: len(rows)])
 
 

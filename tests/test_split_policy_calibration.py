@@ -13,7 +13,7 @@ from sklearn.frozen import FrozenEstimator
 
 from features.contract import DataContractError
 from features.pointintime import NS_PER_DAY
-from models.training.calibration import BoosterClassifier, Calibrator, choose_calibrator
+from models.training.calibration import Calibrator, ScoreColumn, choose_calibrator
 from models.training.config import PolicyConfig, SplitConfig
 from models.training.policy import fit_policy
 from models.training.split import SLICES, split_by_time
@@ -33,10 +33,12 @@ def test_slices_are_ordered_in_time_disjoint_and_embargoed() -> None:
         assert earlier_end < later_start
     used = np.concatenate([split.rows[s] for s in SLICES])
     assert len(used) == len(set(used))
-    # No snapshot before the test period sees an outcome inside it.
-    test_start = split.starts["test"]
-    before_test = times.iloc[np.concatenate([split.rows[s] for s in SLICES[:3]])]
-    assert (before_test + pd.Timedelta(days=30) <= test_start).all()
+    # No snapshot learned from sees an outcome inside the slice that tunes or judges it: train
+    # before validation, every slice before the test.
+    train = times.iloc[split.rows["train"]]
+    assert (train + pd.Timedelta(days=30) <= split.starts["validation"]).all()
+    before = times.iloc[np.concatenate([split.rows[s] for s in SLICES[:3]])]
+    assert (before + pd.Timedelta(days=30) <= split.starts["test"]).all()
     assert split.n_embargoed > 0
     assert len(split.rows["test"]) == pytest.approx(0.2 * len(times), rel=0.1)
 
@@ -117,8 +119,9 @@ def _booster_and_data(seed: int = 3) -> tuple[lgb.Booster, pd.DataFrame, np.ndar
 
 @pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
 def test_numpy_calibrator_equals_scikit_learn(method: str) -> None:
-    booster, x, y = _booster_and_data()
-    model = BoosterClassifier(booster).fit(x, y)
+    booster, frame, y = _booster_and_data()
+    x = pd.DataFrame({"raw_score": booster.predict(frame, raw_score=True)})
+    model = ScoreColumn().fit(x, y)
     sklearn_model = CalibratedClassifierCV(FrozenEstimator(model), method=method).fit(x, y)
     ours = Calibrator.from_sklearn(sklearn_model)
     expected = np.clip(sklearn_model.predict_proba(x)[:, 1], 1e-4, 1 - 1e-4)
@@ -127,8 +130,9 @@ def test_numpy_calibrator_equals_scikit_learn(method: str) -> None:
 
 
 def test_choose_calibrator_picks_the_lower_held_out_log_loss() -> None:
-    booster, x, y = _booster_and_data(seed=4)
-    model = BoosterClassifier(booster).fit(x, y)
+    booster, frame, y = _booster_and_data(seed=4)
+    x = pd.DataFrame({"raw_score": booster.predict(frame, raw_score=True)})
+    model = ScoreColumn().fit(x, y)
     calibrator, losses = choose_calibrator(model, x, y, ["isotonic", "sigmoid"], np.arange(len(y)))
     assert set(losses) == {"isotonic", "sigmoid"}
     assert calibrator.method == min(losses, key=lambda m: losses[m])

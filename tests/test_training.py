@@ -15,6 +15,7 @@ from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
 from features.training import LABEL
 from models.rules.points import PointsRules
+from models.scoring.learners import TreeLearner
 from models.training.config import TrainConfig
 from models.training.split import SLICES
 from models.training.train import TrainingResult, train_lead_scorer
@@ -140,13 +141,14 @@ def test_bad_input_from_the_cli_registers_nothing(tmp_path: Path) -> None:
 def test_monotone_engagement_never_lowers_the_score_for_more_engagement() -> None:
     funnel = simulate_funnel(SimulatorConfig(n_leads=8_000, seed=5))
     lightgbm = TrainConfig().lightgbm.model_copy(update={"monotone_engagement": True})
-    result = train(funnel, lightgbm=lightgbm)
+    result = train(funnel, lightgbm=lightgbm, candidates=["lightgbm"])
     frame = result.training_set.iloc[result.split.rows["test"]].head(300).copy()
     scorer = result.scorer
-    before = scorer.booster.predict(frame[scorer.feature_names], raw_score=True)
+    assert isinstance(scorer.learner, TreeLearner)
+    before = scorer.learner.booster.predict(frame[scorer.feature_names], raw_score=True)
     frame["pricing_page_view_count_7d"] += 3
     frame["pricing_page_view_count_all"] += 3
-    after = scorer.booster.predict(frame[scorer.feature_names], raw_score=True)
+    after = scorer.learner.booster.predict(frame[scorer.feature_names], raw_score=True)
     assert (after >= before - 1e-12).all()
     assert np.isfinite(result.evaluation.metrics["model_roc_auc"])
     assert isinstance(result.test, pd.DataFrame)

@@ -12,6 +12,7 @@ import pytest
 
 from features.batch import LeadBatch
 from features.build import feature_frame
+from models.scoring.learners import TreeLearner
 from models.scoring.scorer import LeadScorer, ScoresDisagree
 from models.scoring.treecontrib import (
     ContributionTables,
@@ -197,7 +198,7 @@ def test_pandas_categories_with_unseen_and_missing_values() -> None:
 def pipeline_scorer() -> tuple[LeadScorer, pd.DataFrame, LeadBatch]:
     """The project's own model (depth 4, 15 leaves, categorical fit features) on simulated
     leads, and its feature frame for those leads."""
-    funnel, scorer = trained_scorer(3_000, seed=5)
+    funnel, scorer = trained_scorer(3_000, seed=5, candidates=["lightgbm"])
     leads = funnel.leads.sample(800, random_state=0).reset_index(drop=True)
     spine = pd.DataFrame(
         {
@@ -210,12 +211,17 @@ def pipeline_scorer() -> tuple[LeadScorer, pd.DataFrame, LeadBatch]:
     return scorer, feature_frame(spine, scorer.feature_matrix(batch)), batch
 
 
+def booster_of(scorer: LeadScorer) -> lgb.Booster:
+    assert isinstance(scorer.learner, TreeLearner)
+    return scorer.learner.booster
+
+
 @pytest.fixture(scope="module")
 def pipeline_model(
     pipeline_scorer: tuple[LeadScorer, pd.DataFrame, LeadBatch],
 ) -> tuple[lgb.Booster, pd.DataFrame]:
     scorer, features, _ = pipeline_scorer
-    return scorer.booster, features[scorer.feature_names]
+    return booster_of(scorer), features[scorer.feature_names]
 
 
 def test_pipeline_model_matches_pred_contrib(
@@ -297,12 +303,12 @@ def test_scorer_scores_and_reasons_match_lightgbm(
     frame = features[scorer.feature_names]
     matrix = scorer.feature_matrix(batch).values
     # The kernel's matrix is what LightGBM makes of the training-style frame, bit for bit.
-    assert np.array_equal(matrix, lightgbm_matrix(scorer.booster, frame), equal_nan=True)
-    raw = scorer.booster.predict(frame, raw_score=True)
+    assert np.array_equal(matrix, lightgbm_matrix(booster_of(scorer), frame), equal_nan=True)
+    raw = booster_of(scorer).predict(frame, raw_score=True)
     np.testing.assert_allclose(scorer.raw_scores(matrix), raw, rtol=0, atol=TOLERANCE)
     # The reasons the scorer writes from the tables, against LightGBM's own contributions.
     expected = scorer.reason_writer.reasons_batch(
-        np.asarray(scorer.booster.predict(frame, pred_contrib=True)), frame
+        np.asarray(booster_of(scorer).predict(frame, pred_contrib=True)), frame
     )
     got = scorer.score_batch(batch).columns["reasons"]
     for mine, theirs in zip(got, expected, strict=True):

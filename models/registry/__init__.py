@@ -3,8 +3,6 @@
 
 from models.registry.store import (
     ARTIFACTS_DIR,
-    CHALLENGER,
-    CHAMPION,
     COMPARE_ARTIFACT,
     HOLDOUT_FILE,
     PYFUNC_ENTRY,
@@ -22,6 +20,7 @@ from models.registry.store import (
     tracking_uri,
     use_tracking,
 )
+from models.training.gate import CHALLENGER, CHAMPION
 
 __all__ = [
     "ARTIFACTS_DIR",

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 from pandas.errors import Pandas4Warning
-from sklearn.metrics import log_loss, roc_auc_score
 
 from features.contract import DataContractError
 from features.pointintime import AS_OF
@@ -40,17 +39,16 @@ from models.rules.points import PointsRules
 from models.scoring.bundle import SCORER_ARTIFACT, LeadScoreModel, request_example
 from models.scoring.scorer import LeadScorer, lead_columns_needed
 from models.training.config import TrainConfig
+from models.training.gate import CHALLENGER, CHAMPION, Decision, HoldoutMetrics, decide
 from models.training.split import SLICES
 from models.training.train import TrainingResult
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
 # Run artifacts: the holdout comparison folder, the scored holdout in it, the suggested points.
 COMPARE_ARTIFACT = "compare"
 HOLDOUT_FILE = "holdout.parquet"
 SCORECARD_FILE = "suggested_points.yaml"
-CHALLENGER = "challenger"
 TRACKING_DB = "mlflow.db"
 # Logged as a model from code; never imported here (importing it registers the model object).
 # The bundle's entry point, a file MLflow executes (not imported here: it registers the model).
@@ -104,11 +102,18 @@ def data_fingerprint(*frames: pd.DataFrame) -> str:
 
 @dataclass(frozen=True)
 class Registration:
+    """What `log_and_register` did: the run, and the version and alias the gate gave it (no
+    version and no alias when the gate refused the model: it is logged, not registered)."""
+
     run_id: str
     version: str
     alias: str
     reason: str
     champion_metrics: dict[str, float] | None
+
+    @property
+    def refused(self) -> bool:
+        return not self.version
 
 
 def _versions_pinned() -> list[str]:
@@ -119,13 +124,6 @@ def _versions_pinned() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return pins
-
-
-def _holdout_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
-    return {
-        "roc_auc": float(roc_auc_score(labels, probability)),
-        "log_loss": float(log_loss(labels, probability, labels=[0, 1])),
-    }
 
 
 def current_champion(name: str) -> tuple[str, LeadScorer] | None:
@@ -156,29 +154,38 @@ def decide_alias(
     events: pd.DataFrame,
     champion: tuple[str, LeadScorer] | None,
     tolerance: float,
-) -> tuple[str, str, dict[str, float] | None]:
-    """`champion` unless the current champion does better on this run's newest holdout."""
-    if champion is None:
-        return CHAMPION, "first model under this name", None
-    version, scorer = champion
+) -> tuple[Decision, dict[str, float] | None]:
+    """The publish gate (`models.training.gate`) on this run's newest holdout: the model
+    against the rules and against the current champion, which scores the same leads."""
     test = result.test
     labels = test[LABEL].to_numpy()
-    new = _holdout_metrics(labels, test["probability"].to_numpy())
-    try:
-        scored = scorer.score_snapshots(test[[LEAD_ID, AS_OF]], leads, events, with_reasons=False)
-    except Exception as exc:  # a champion built for other data cannot be compared
-        logger.warning("champion v%s cannot score this holdout: %s", version, exc)
-        return CHALLENGER, f"champion v{version} cannot score this data; promote by hand", None
-    old = _holdout_metrics(labels, scored["probability"].to_numpy())
-    not_worse = (
-        new["roc_auc"] >= old["roc_auc"] - tolerance
-        and new["log_loss"] <= old["log_loss"] + tolerance
+    old: tuple[str, HoldoutMetrics] | None = None
+    if champion is not None:
+        version, scorer = champion
+        try:
+            scored = scorer.score_snapshots(
+                test[[LEAD_ID, AS_OF]], leads, events, with_reasons=False
+            )
+        except Exception as exc:  # a champion built for other data cannot be compared
+            logger.warning("champion v%s cannot score this holdout: %s", version, exc)
+            decision = decide(
+                labels, test["probability"].to_numpy(), test["rule_probability"].to_numpy(),
+                None, tolerance,
+            )  # fmt: skip
+            if decision.alias == CHAMPION:
+                decision = Decision(
+                    CHALLENGER, f"champion v{version} cannot score this data; promote by hand"
+                )
+            return decision, None
+        old = (version, HoldoutMetrics.of(labels, scored["probability"].to_numpy()))
+    decision = decide(
+        labels,
+        test["probability"].to_numpy(),
+        test["rule_probability"].to_numpy(),
+        old,
+        tolerance,
     )
-    comparison = (
-        f"AUC {new['roc_auc']:.4f} vs {old['roc_auc']:.4f}, "
-        f"log loss {new['log_loss']:.4f} vs {old['log_loss']:.4f} for champion v{version}"
-    )
-    return (CHAMPION if not_worse else CHALLENGER), comparison, old
+    return decision, (None if old is None else asdict(old[1]))
 
 
 def log_and_register(
@@ -229,7 +236,8 @@ def log_and_register(
                 "calibration": scorer.calibrator.method,
                 "policy": scorer.policy.method,
                 "threshold": round(scorer.policy.threshold, 6),
-                "best_iteration": result.best_iteration,
+                "learner": result.chosen.name,
+                "learner_settings": json.dumps(result.chosen.settings),
                 **{f"lgbm_{k}": v for k, v in config.lightgbm.model_dump().items()},
                 **{f"n_{name}": len(result.split.rows[name]) for name in SLICES},
                 **{f"start_{name}": result.split.first[name] for name in SLICES},
@@ -239,7 +247,11 @@ def log_and_register(
         metrics.update(
             {f"calibration_log_loss_{k}": v for k, v in result.calibration_losses.items()}
         )
+        metrics.update(result.drift.metrics())
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_dict(result.drift.as_dict(), "drift.json")
+        mlflow.set_tag("drift_warnings", " | ".join(result.drift.warnings) or "none")
+        _log_candidates(result)
         test = result.test
         write_artifacts(
             result.evaluation,
@@ -257,6 +269,13 @@ def log_and_register(
         scorer.metadata["test_metrics"] = {
             k: v for k, v in metrics.items() if k.startswith("model_") and np.isfinite(v)
         }
+        decision, champion_metrics = decide_alias(
+            result, leads, events, champion, config.promotion_tolerance
+        )
+        mlflow.set_tag("alias_decision", f"{decision.alias or 'refused'}: {decision.reason}")
+        if decision.refused:
+            logger.warning("model refused, not registered: %s", decision.reason)
+            return Registration(run.info.run_id, "", "", decision.reason, champion_metrics)
         scorer.save(folder / SCORER_ARTIFACT)
         example = request_example(leads, events, lead_columns_needed(scorer))
         output = LeadScoreModel.for_scorer(LeadScorer.load(folder / SCORER_ARTIFACT)).predict(
@@ -264,20 +283,36 @@ def log_and_register(
         )
         info = _log_bundle(folder / SCORER_ARTIFACT, example, output, config.model_name)
         version = str(info.registered_model_version)
-        alias, reason, champion_metrics = decide_alias(
-            result, leads, events, champion, config.promotion_tolerance
-        )
-        mlflow.set_tags({"alias_decision": f"{alias}: {reason}", "model_version": version})
+        mlflow.set_tag("model_version", version)
+    assert decision.alias is not None
     client = MlflowClient()
-    client.set_model_version_tag(config.model_name, version, "decision", f"{alias}: {reason}")
-    client.set_registered_model_alias(config.model_name, alias, version)
+    client.set_model_version_tag(
+        config.model_name, version, "decision", f"{decision.alias}: {decision.reason}"
+    )
+    client.set_registered_model_alias(config.model_name, decision.alias, version)
     return Registration(
         run_id=run.info.run_id,
         version=version,
-        alias=alias,
-        reason=reason,
+        alias=decision.alias,
+        reason=decision.reason,
         champion_metrics=champion_metrics,
     )
+
+
+def _log_candidates(result: TrainingResult) -> None:
+    """One child run per candidate: its settings and the log loss it was chosen by."""
+    for fit in result.candidates:
+        with mlflow.start_run(run_name=fit.name, nested=True):
+            mlflow.log_params(
+                {"learner": fit.name, "calibration": fit.calibrator.method,
+                 "settings": json.dumps(fit.settings), "chosen": fit is result.chosen}
+            )  # fmt: skip
+            mlflow.log_metrics(
+                {"choice_log_loss": fit.choice_loss,
+                 **{f"calibration_log_loss_{k}": v for k, v in fit.losses.items()}}
+            )  # fmt: skip
+            if fit.notes:
+                mlflow.set_tag("notes", "; ".join(fit.notes))
 
 
 def _log_comparison(result: TrainingResult, folder: Path) -> None:

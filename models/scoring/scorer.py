@@ -1,4 +1,5 @@
-"""The one scoring path: features -> LightGBM -> calibration -> MQL policy, rules, reasons.
+"""The one scoring path: features -> learner (LightGBM or logistic) -> calibration -> MQL policy,
+rules, reasons.
 
 `LeadScorer.score_batch` scores a `LeadBatch` (features.batch), the kernel's one input, for one
 lead or a million: the API and the pyfunc bundle reach it from records, batch scoring, training
@@ -15,7 +16,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -32,8 +32,8 @@ from features.fit import TITLE_FEATURES, LeadValues
 from features.pointintime import AS_OF
 from features.vocabulary import LEAD_ID
 from models.rules.points import RULE_MQL, RULE_SCORE, PointsRules, check_rule_columns
+from models.scoring.learners import Learner, LearnerMismatch, load_learner
 from models.scoring.reasons import ReasonWriter
-from models.scoring.treecontrib import ContributionTables, build_tables
 from models.training.calibration import Calibrator
 from models.training.policy import MQLPolicy
 
@@ -51,11 +51,10 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "reasons",
     "model_version",
 )
-_BOOSTER_FILE = "booster.txt"
 _SCORER_FILE = "scorer.json"
 _RULES_FILE = "points_rules.yaml"
 _CHECK_FILE = "check_rows.npz"
-# Feature rows kept with a bundle to check, when it loads, that LightGBM still gives the raw
+# Feature rows kept with a bundle to check, when it loads, that its learner still gives the raw
 # scores it gave at training and that the reason tables add up to them.
 CHECK_ROWS = 256
 CHECK_TOLERANCE = 1e-9
@@ -101,7 +100,7 @@ class ScoredBatch:
 class LeadScorer:
     """Everything needed to score a lead, saved and loaded as one folder."""
 
-    booster: lgb.Booster
+    learner: Learner  # LightGBM or the binned logistic model: whichever won at training
     calibrator: Calibrator
     policy: MQLPolicy
     rules: PointsRules
@@ -111,18 +110,12 @@ class LeadScorer:
     metadata: dict[str, Any] = field(default_factory=dict)
     model_version: str = "unregistered"
     num_threads: int = 1
-    # Feature rows saved with the bundle and checked against LightGBM when it loads.
+    # Feature rows saved with the bundle and checked against its learner when it loads.
     check_rows: np.ndarray | None = None
 
     @cached_property
     def reason_writer(self) -> ReasonWriter:
         return ReasonWriter(self.feature_names, self.features, top_k=3)
-
-    @cached_property
-    def contribution_tables(self) -> ContributionTables:
-        """LightGBM's pred_contrib, exactly, from tables built once per model (well under a
-        second): many times faster than TreeSHAP per row (`treecontrib`). For the reasons."""
-        return build_tables(self.booster)
 
     # --- the kernel's model side ---
 
@@ -130,12 +123,9 @@ class LeadScorer:
         return feature_matrix(batch, self.features, values, self.feature_names)
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
-        """LightGBM's own raw score (log-odds) of feature rows."""
-        threads = self.num_threads if len(matrix) > 1 else 1
-        raw: np.ndarray = np.asarray(
-            self.booster.predict(matrix, raw_score=True, num_threads=threads), dtype=np.float64
-        )
-        return raw
+        """The learner's own raw score (log-odds) of feature rows: LightGBM's prediction, or
+        the logistic model's sum of terms."""
+        return self.learner.raw_scores(matrix, self.num_threads if len(matrix) > 1 else 1)
 
     def score_batch(
         self, batch: LeadBatch, *, with_reasons: bool = True, with_monitored: bool = False
@@ -168,7 +158,7 @@ class LeadScorer:
         return ScoredBatch(columns, monitored)
 
     def _reasons(self, matrix: FeatureMatrix) -> list[dict[str, list[dict[str, object]]]]:
-        contributions = np.asarray(self.contribution_tables.predict(matrix.values))
+        contributions = self.learner.contributions(matrix.values)
         shown = _Shown(matrix)
         return [
             {side: [reason.as_dict() for reason in found] for side, found in lead.items()}
@@ -237,36 +227,37 @@ class LeadScorer:
     # --- the bundle's folder ---
 
     def check(self) -> None:
-        """LightGBM scores the stored rows as it did at training, and the reason tables add up
-        to those scores, within CHECK_TOLERANCE; otherwise `ScoresDisagree`."""
+        """The learner scores the stored rows as it did at training, and its contributions (the
+        reasons) add up to those scores, within CHECK_TOLERANCE; otherwise `ScoresDisagree`."""
         levels = self.features.category_levels or {}
         expected_levels = [
             list(TITLE_FEATURES[name]) if name in TITLE_FEATURES else levels.get(name)
             for name in category_features(self.features)
         ]
-        if (self.booster.pandas_categorical or []) != expected_levels:
-            raise ScoresDisagree(
-                "the model's category levels differ from its booster's: refusing to serve it"
-            )
+        try:
+            self.learner.check_levels(expected_levels)
+        except LearnerMismatch as exc:
+            raise ScoresDisagree(f"{exc}: refusing to serve it") from exc
         if self.check_rows is None or not len(self.check_rows):
             logger.warning("model %s has no stored rows to check its scores", self.model_version)
             return
         rows, expected = self.check_rows[:, :-1], self.check_rows[:, -1]
-        lightgbm = self.raw_scores(rows)
-        tables = np.asarray(self.contribution_tables.predict(rows)).sum(axis=1)
-        for what, got in (("LightGBM", lightgbm), ("the reason tables", tables)):
+        learner = self.raw_scores(rows)
+        reasons = self.learner.contributions(rows).sum(axis=1)
+        for what, got in ((self.learner.kind, learner), ("the reasons' contributions", reasons)):
             gap = float(np.max(np.abs(got - expected)))
             if not gap <= CHECK_TOLERANCE:
                 raise ScoresDisagree(
                     f"{what} score the model's stored rows up to {gap:.3g} away from the scores "
-                    "at training: refusing to serve it (was LightGBM upgraded?)"
+                    "at training: refusing to serve it (was a library upgraded?)"
                 )
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / _BOOSTER_FILE))
+        self.learner.save(folder)
         (folder / _RULES_FILE).write_text(self.rules.to_yaml())
         state = {
+            "learner": self.learner.kind,
             "calibrator": self.calibrator.to_dict(),
             "policy": self.policy.to_dict(),
             "features": self.features.model_dump(mode="json"),
@@ -280,7 +271,7 @@ class LeadScorer:
         return folder
 
     def with_check_rows(self, rows: np.ndarray) -> None:
-        """Keep (up to CHECK_ROWS of) these feature rows and LightGBM's raw scores of them."""
+        """Keep (up to CHECK_ROWS of) these feature rows and the learner's raw scores of them."""
         rows = np.asarray(rows, dtype=np.float64)[:CHECK_ROWS]
         self.check_rows = np.column_stack([rows, self.raw_scores(rows)])
 
@@ -290,7 +281,7 @@ class LeadScorer:
         state = json.loads((folder / _SCORER_FILE).read_text())
         check = folder / _CHECK_FILE
         scorer = cls(
-            booster=lgb.Booster(model_file=str(folder / _BOOSTER_FILE)),
+            learner=load_learner(folder, state.get("learner", "lightgbm")),
             calibrator=Calibrator.from_dict(state["calibrator"]),
             policy=MQLPolicy.from_dict(state["policy"]),
             rules=PointsRules.from_yaml(folder / _RULES_FILE),

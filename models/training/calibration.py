@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -42,20 +41,6 @@ class _RawScoreClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         return (self.decision_function(features) > 0).astype(int)
-
-
-class BoosterClassifier(_RawScoreClassifier):
-    """A trained LightGBM booster; `decision_function` is its raw score."""
-
-    def __init__(self, booster: lgb.Booster | None = None, num_threads: int = 1) -> None:
-        self.booster = booster
-        self.num_threads = num_threads
-
-    def decision_function(self, features: pd.DataFrame) -> np.ndarray:
-        assert self.booster is not None
-        return np.asarray(
-            self.booster.predict(features, raw_score=True, num_threads=self.num_threads)
-        )
 
 
 class ScoreColumn(_RawScoreClassifier):
@@ -132,9 +117,11 @@ def choose_calibrator(
     labels: np.ndarray,
     methods: list[Method],
     order: np.ndarray,
+    newest_share: float = 1.0,
 ) -> tuple[Calibrator, dict[str, float]]:
     """Pick the method with the lower log loss on the newer 30% of the calibration slice, fitted
-    on the older 70% (time order given by `order`), then refit it on the whole slice."""
+    on the older 70% (time order given by `order`), then refit it on the newest `newest_share`
+    of the slice (all of it by default)."""
     cut = int(len(order) * 0.7)
     older, newer = order[:cut], order[cut:]
     losses: dict[str, float] = {}
@@ -143,5 +130,11 @@ def choose_calibrator(
         probability = calibrator.apply(model.decision_function(features.iloc[newer]))
         losses[method] = float(log_loss(labels[newer], probability, labels=[0, 1]))
     best = min(losses, key=lambda m: losses[m])
-    calibrator, _ = fit_calibrator(model, features, labels, best)  # type: ignore[arg-type]
+    kept = order[int(len(order) * (1 - newest_share)) :]
+    calibrator, _ = fit_calibrator(
+        model,
+        features.iloc[kept],
+        labels[kept],
+        best,  # type: ignore[arg-type]
+    )
     return calibrator, losses

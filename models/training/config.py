@@ -39,6 +39,9 @@ class LightGBMConfig(_Frozen):
     max_depth: int = Field(4, ge=-1)
     min_child_samples: int = Field(200, ge=1)
     max_rounds: int = Field(2000, ge=1)
+    # Early stopping on a drifting validation slice can stop after 2 rounds (one score for
+    # everyone); fewer rounds than this are not kept.
+    min_rounds: int = Field(50, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)
     feature_fraction: float = Field(0.8, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
@@ -48,6 +51,16 @@ class LightGBMConfig(_Frozen):
     seed: int = 0
     # Never let more engagement (counts of positive actions) lower the score.
     monotone_engagement: bool = False
+
+
+class LogisticConfig(_Frozen):
+    """The L2 logistic regression candidate, on one-hot bins of every feature."""
+
+    # Numeric features are cut at most into this many quantile bins (plus one for missing).
+    bins: int = Field(10, ge=2)
+    # Inverse L2 strengths tried (scikit-learn's C); the lowest validation log loss wins.
+    strengths: list[float] = Field([0.01, 0.03, 0.1, 0.3, 1.0], min_length=1)
+    max_iter: int = Field(2000, ge=10)
 
 
 class PolicyConfig(_Frozen):
@@ -91,14 +104,35 @@ class TrainConfig(_Frozen):
     strategy: Literal["holdout", "walk_forward"] = "holdout"
     walk_forward_folds: int = Field(3, ge=1)
     walk_forward_share: float = Field(0.5, gt=0, lt=1)
+    # Under drift, newer rows can be made to count more: each row's weight halves every this
+    # share of the rows before the test, counted back from the newest (e.g. 0.25: the oldest
+    # quarter counts 1/16 as much). None: every row counts the same.
+    recency_half_life_share: float | None = Field(None, gt=0)
+    # Fit the calibrator on only the newest this share of the calibration rows (1: all).
+    calibration_newest_share: float = Field(1.0, gt=0, le=1)
     # The suggested points table fitted to the model after training (logged beside it).
     scorecard: ScorecardConfig = ScorecardConfig()
+    # Learners fitted on the same slices; the lowest log loss on the newest rows before the
+    # test wins. "blend" averages the raw scores of the other two (and needs both fitted).
+    candidates: list[Literal["lightgbm", "logistic", "blend"]] = Field(
+        ["lightgbm", "logistic", "blend"], min_length=1
+    )
     lightgbm: LightGBMConfig = LightGBMConfig()
+    logistic: LogisticConfig = LogisticConfig()
     calibration_methods: list[Literal["isotonic", "sigmoid"]] = ["isotonic", "sigmoid"]
     policy: PolicyConfig = PolicyConfig()
     # Salesforce Einstein asks for 120 conversions; fewer cannot support an honest model.
     min_conversions: int = Field(120, ge=1)
     model_name: str = "leadscore"
+
     experiment: str = "leadscore"
     # A new model takes `champion` unless worse than it by more than this on the same holdout.
     promotion_tolerance: float = Field(0.002, ge=0)
+
+    @property
+    def base_candidates(self) -> list[str]:
+        """The learners fitted on their own: a blend needs both of them."""
+        wanted = set(self.candidates)
+        if "blend" in wanted:
+            wanted |= {"lightgbm", "logistic"}
+        return [name for name in ("lightgbm", "logistic") if name in wanted]

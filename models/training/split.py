@@ -35,14 +35,16 @@ def _day(ns: int) -> str:
 
 
 def _slices(
-    keys: np.ndarray, embargo_width: int, config: SplitConfig, span: str
+    keys: np.ndarray, resolved: np.ndarray | None, config: SplitConfig, span: str
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Rows of each slice for time-order `keys` (newest test last), and the embargoed rows.
 
-    The test slice is the newest `test_share` of rows. Rows before it whose label window
-    (`embargo_width` in key units) reaches into it are dropped. Train, validation and calibration
-    share out the rest in key order, in proportion to their shares. One key value never straddles
-    two slices.
+    The test slice is the newest `test_share` of rows. Train, validation and calibration share
+    out the rows before it in key order, in proportion to their shares. Rows whose label window
+    ends after the start of the test slice (`resolved`, in key units; None: no embargo) are
+    dropped, and so are train rows whose window ends after the start of validation: no learner
+    learns from an outcome inside the slice that tunes or judges it. One key value never
+    straddles two slices.
     """
     if len(keys) == 0:
         raise DataContractError("the training set is empty")
@@ -54,8 +56,8 @@ def _slices(
 
     test_start = cut(1 - config.test_share)
     embargoed = np.zeros(len(keys), dtype=bool)
-    if embargo_width > 0:
-        embargoed = (keys < test_start) & (keys + embargo_width > test_start)
+    if resolved is not None:
+        embargoed = (keys < test_start) & (resolved > test_start)
     before = np.sort(keys[(keys < test_start) & ~embargoed], kind="stable")
     pre_share = 1 - config.test_share
 
@@ -67,6 +69,10 @@ def _slices(
 
     calibration_start = cut_before(pre_share - config.calibration_share)
     validation_start = cut_before(pre_share - config.calibration_share - config.validation_share)
+    if resolved is not None:
+        # The rows learned from (train) must not see outcomes of the rows that tune them
+        # (validation); the calibration rows are already held to the test's start above.
+        embargoed |= (keys < validation_start) & (resolved > validation_start)
     kept = ~embargoed
     rows = {
         "train": np.flatnonzero((keys < validation_start) & kept),
@@ -85,11 +91,17 @@ def _slices(
     return rows, embargoed
 
 
-def split_by_time(as_of: pd.Series, horizon_days: int, config: SplitConfig) -> TimeSplit:
+def split_by_time(
+    as_of: pd.Series, horizon_days: int, config: SplitConfig, resolved: np.ndarray | None = None
+) -> TimeSplit:
     """Cut snapshot times into train < validation < calibration < test.
 
-    With the embargo on, snapshots before the test slice whose horizon reaches into it are
-    dropped: when the model is deployed at the first test time, their labels are not known yet.
+    With the embargo on, snapshots whose label window (`resolved`: by default the end of each
+    one's horizon) reaches past the start of the test slice are dropped, and so are train
+    snapshots whose window reaches past the start of the validation slice: production, deployed
+    then, could not have learned from them. (The end of the window, not the close date: dropping
+    rows by when their outcome came would keep quick wins and drop slow losses, a biased
+    sample.)
     """
     times = as_utc_ns(as_of)
     span = (
@@ -97,9 +109,9 @@ def split_by_time(as_of: pd.Series, horizon_days: int, config: SplitConfig) -> T
         if len(times)
         else ""
     )
-    rows, embargoed = _slices(
-        times, horizon_days * NS_PER_DAY if config.embargo else 0, config, span
-    )
+    if resolved is None:
+        resolved = times + horizon_days * NS_PER_DAY
+    rows, embargoed = _slices(times, resolved if config.embargo else None, config, span)
     starts = {name: pd.Timestamp(times[rows[name]].min(), tz="UTC") for name in SLICES}
     return TimeSplit(
         rows=rows,
@@ -116,7 +128,7 @@ def split_by_order(order: np.ndarray, name: str, config: SplitConfig) -> TimeSpl
     """
     keys = np.asarray(order)
     span = f"by {name} from {keys.min():,g} to {keys.max():,g}" if len(keys) else ""
-    rows, _ = _slices(keys, 0, config, span)
+    rows, _ = _slices(keys, None, config, span)
     return TimeSplit(
         rows=rows,
         first={slice_: f"{name} {keys[rows[slice_]].min():,g}" for slice_ in SLICES},

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
@@ -15,7 +14,7 @@ from sklearn.isotonic import IsotonicRegression
 from features.build import build_features_at, feature_names
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
-from features.pointintime import AS_OF, as_utc_ns
+from features.pointintime import AS_OF, NS_PER_DAY, as_utc_ns
 from features.snapshot import SnapshotTable, empty_events
 from features.training import LABEL, make_training_set
 from features.vocabulary import CONVERTED, LEAD_ID
@@ -23,22 +22,26 @@ from models.reports.evaluation import Evaluation, Scores, evaluate
 from models.reports.monitoring import reference_distribution
 from models.rules.points import RULE_MQL, RULE_SCORE, PointsRules
 from models.rules.scorecard import ScorecardReport, fit_scorecard, scorecard_report
+from models.scoring.learners import Learner
 from models.scoring.scorer import LeadScorer
-from models.training.calibration import (
-    PROBABILITY_FLOOR,
-    BoosterClassifier,
-    ScoreColumn,
-    choose_calibrator,
+from models.training.calibration import PROBABILITY_FLOOR
+from models.training.candidates import (
+    CandidateResult,
+    TrainingData,
+    blend,
+    calibrated,
+    candidates,
+    choice_reason,
+    walk_forward,
 )
-from models.training.config import LightGBMConfig, TrainConfig
+from models.training.config import TrainConfig
+from models.training.drift import DriftReport, drift_report
 from models.training.policy import fit_policy
 from models.training.split import SLICES, TimeSplit, split_by_order, split_by_time
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_COLUMN = "lead_source"
-# Positive actions: with monotone constraints on, more of them never lowers the score.
-_NEGATIVE_EVENTS = ("unsubscribe", "email_bounce")
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ class TrainingResult:
     test: pd.DataFrame  # lead_id, as_of, label, probability, rule_score, rule_probability, mqls
     training_set: pd.DataFrame
     calibration_losses: dict[str, float]
-    best_iteration: int
+    drift: DriftReport  # each slice's size, span and conversion rate; drift warnings
+    candidates: list[CandidateResult]  # every candidate, calibrated; `chosen` is one of them
+    chosen: CandidateResult
     # Each holdout lead once (its first holdout snapshot), scored as served, with its outcome:
     # the model-vs-rules comparison is made from it.
     holdout: pd.DataFrame
@@ -88,46 +93,39 @@ def check_labels(labels: np.ndarray, split: TimeSplit | None, min_conversions: i
             )
 
 
-def _lightgbm_params(config: LightGBMConfig, names: list[str], monotone: bool) -> dict[str, object]:
-    params: dict[str, object] = {
-        "objective": "binary",
-        "learning_rate": config.learning_rate,
-        "num_leaves": config.num_leaves,
-        "max_depth": config.max_depth,
-        "min_child_samples": config.min_child_samples,
-        "feature_fraction": config.feature_fraction,
-        "bagging_fraction": config.bagging_fraction,
-        "bagging_freq": config.bagging_freq,
-        "lambda_l2": config.lambda_l2,
-        "num_threads": config.num_threads,
-        "seed": config.seed,
-        "deterministic": True,
-        "force_col_wise": True,
-        "verbosity": -1,
-    }
-    if monotone:
-        params["monotone_constraints"] = [
-            1
-            if ("_count_" in name and not name.startswith(_NEGATIVE_EVENTS))
-            or name in ("engagement_decayed", "active_days")
-            else 0
-            for name in names
-        ]
-    return params
-
-
 def _monitored_features(
-    booster: lgb.Booster, names: list[str], matrix: pd.DataFrame, count: int = 8
+    learner: Learner, data: TrainingData, rows: np.ndarray, count: int = 8
 ) -> list[str]:
-    """The numeric features the model leans on most (by gain): the ones worth watching."""
-    gain = booster.feature_importance(importance_type="gain")
+    """The numeric features the model leans on most: the ones worth watching."""
+    importance = learner.importance(data.values[rows])
     numeric = [
-        i
-        for i, name in enumerate(names)
-        if not isinstance(matrix[name].dtype, pd.CategoricalDtype) and gain[i] > 0
+        i for i, name in enumerate(data.names) if name not in data.levels and importance[i] > 0
     ]
-    ranked = sorted(numeric, key=lambda i: -gain[i])
-    return [names[i] for i in ranked[:count]]
+    ranked = sorted(numeric, key=lambda i: -importance[i])
+    return [data.names[i] for i in ranked[:count]]
+
+
+def known_before(examples: _Examples, later: np.ndarray) -> np.ndarray:
+    """The rows before the slice `later` whose label was known when it starts."""
+    start = examples.order[later].min()
+    known = examples.order < start
+    if examples.resolved is not None:
+        known &= examples.resolved <= start
+    return np.flatnonzero(known)
+
+
+def recency_weights(
+    order: np.ndarray, rows: np.ndarray, half_life_share: float | None
+) -> np.ndarray | None:
+    """Row weights that halve every `half_life_share` of `rows` (by time `order`), counted back
+    from the newest of them; other rows weigh 1. None without a half-life."""
+    if half_life_share is None:
+        return None
+    weights = np.ones(len(order))
+    ranked = rows[np.argsort(order[rows], kind="stable")]
+    age = (len(ranked) - 1 - np.arange(len(ranked))) / max(len(ranked), 1)
+    weights[ranked] = np.exp2(-age / half_life_share)
+    return weights
 
 
 def fix_category_levels(frame: pd.DataFrame, config: FeatureConfig) -> FeatureConfig:
@@ -148,6 +146,9 @@ class _Examples:
     split: TimeSplit
     rule_scores: pd.DataFrame
     order: np.ndarray  # time-order key per row
+    # When each row's label became known, in `order` units; None: unknown (no embargo).
+    resolved: np.ndarray | None
+    describe_order: Callable[[float], str]  # an `order` key in words
     features: FeatureConfig
     horizon_days: int
     segment_column: str | None
@@ -174,6 +175,7 @@ def train_lead_scorer(
     labels = training_set[LABEL].to_numpy().astype(np.int64)
     check_labels(labels, None, config.min_conversions)
     split = split_by_time(training_set[AS_OF], snapshots.horizon_days, config.split)
+    resolved = as_utc_ns(training_set[AS_OF]) + snapshots.horizon_days * NS_PER_DAY
     check_labels(labels, split, 1)
     step(f"{len(training_set):,} snapshots split by time")
     examples = _Examples(
@@ -182,6 +184,8 @@ def train_lead_scorer(
         split=split,
         rule_scores=rules.score(spine, leads, events, features),
         order=as_utc_ns(training_set[AS_OF]),
+        resolved=resolved if config.split.embargo else None,
+        describe_order=lambda ns: f"{pd.Timestamp(int(ns), tz='UTC'):%Y-%m-%d}",
         features=features,
         horizon_days=snapshots.horizon_days,
         segment_column=segment_column,
@@ -226,6 +230,8 @@ def train_snapshot_scorer(
         split=split,
         rule_scores=rules.score(spine, leads, events, table.features),
         order=order,
+        resolved=None,  # no dates: when a label became known is unknown
+        describe_order=lambda key: f"{table.order_column or 'row'} {key:,.0f}",
         features=table.features,
         horizon_days=horizon_days,
         segment_column=segment_column,
@@ -244,42 +250,6 @@ def _stepper(on_step: Callable[[str], None] | None) -> Callable[[str], None]:
     return step
 
 
-def _boost(
-    params: dict[str, object],
-    matrix: pd.DataFrame,
-    labels: np.ndarray,
-    rows: np.ndarray,
-    rounds: int,
-) -> lgb.Booster:
-    return lgb.train(
-        params, lgb.Dataset(matrix.iloc[rows], labels[rows], free_raw_data=True), rounds
-    )
-
-
-def _walk_forward(
-    params: dict[str, object],
-    matrix: pd.DataFrame,
-    labels: np.ndarray,
-    rows: np.ndarray,
-    rounds: int,
-    config: TrainConfig,
-) -> tuple[lgb.Booster, np.ndarray, np.ndarray]:
-    """A booster on all `rows` (time-ordered), and raw scores for the newest of them, each time
-    block scored by a booster trained only on the rows before it: (booster, scored rows, raw)."""
-    first = int(len(rows) * (1 - config.walk_forward_share))
-    blocks = np.array_split(np.arange(first, len(rows)), config.walk_forward_folds)
-    raw = np.concatenate(
-        [
-            _boost(params, matrix, labels, rows[: block[0]], rounds).predict(
-                matrix.iloc[rows[block]], raw_score=True
-            )
-            for block in blocks
-            if len(block)
-        ]
-    )
-    return _boost(params, matrix, labels, rows, rounds), rows[first:], raw
-
-
 def _fit_and_evaluate(
     examples: _Examples, rules: PointsRules, config: TrainConfig, step: Callable[[str], None]
 ) -> TrainingResult:
@@ -287,46 +257,51 @@ def _fit_and_evaluate(
     rule_scores = examples.rule_scores
     features = fix_category_levels(training_set, examples.features)
     names = feature_names(features)
-    matrix = training_set[names]
     train, valid, calib, test = (split.rows[name] for name in SLICES)
-    params = _lightgbm_params(config.lightgbm, names, config.lightgbm.monotone_engagement)
-    train_data = lgb.Dataset(matrix.iloc[train], labels[train], free_raw_data=True)
-    valid_data = lgb.Dataset(matrix.iloc[valid], labels[valid], reference=train_data)
-    booster = lgb.train(
-        params,
-        train_data,
-        num_boost_round=config.lightgbm.max_rounds,
-        valid_sets=[valid_data],
-        valid_names=["validation"],
-        callbacks=[lgb.early_stopping(config.lightgbm.early_stopping_rounds, verbose=False)],
-    )
-    rounds = booster.best_iteration
-    step(f"LightGBM trained ({rounds} rounds)")
-
+    weights = recency_weights(
+        examples.order, np.flatnonzero(examples.order < examples.order[test].min()),
+        config.recency_half_life_share,
+    )  # fmt: skip
+    data = TrainingData.of(training_set[names], labels, weights)
+    drift = drift_report(split, examples.order, examples.describe_order, labels, data.values, names)
+    for warning in drift.warnings:
+        logger.warning("drift: %s", warning)
+    made = candidates(data, train, valid, config)
+    step(f"candidates trained: {', '.join(config.candidates)}")
     if config.strategy == "walk_forward":
         before_test = np.concatenate([train, valid, calib])
         before_test = before_test[np.argsort(examples.order[before_test], kind="stable")]
-        booster, calibration_rows, raw = _walk_forward(
-            params, matrix, labels, before_test, rounds, config
-        )
-        step(f"walked forward over {config.walk_forward_folds} time blocks, refit before the test")
-    else:
-        calibration_rows = calib
-        raw = (
-            BoosterClassifier(booster, num_threads=config.lightgbm.num_threads)
-            .fit(matrix.iloc[calib], labels[calib])
-            .decision_function(matrix.iloc[calib])
-        )
+    fits: dict[str, CandidateResult] = {}
+    for candidate in made:
+        if config.strategy == "walk_forward":
+            learner, rows, raw = walk_forward(
+                candidate, data, before_test, examples.order, examples.resolved, config
+            )
+        else:
+            # Settings were tuned on the train slice; the learner itself learns from every row
+            # whose outcome was known when calibration starts (train, validation and the train
+            # rows the validation embargo held back), as production could at that moment.
+            learner, rows = candidate.fit(known_before(examples, calib)), calib
+            raw = learner.raw_scores(data.values[calib], config.lightgbm.num_threads)
+        fits[candidate.name] = calibrated(
+            candidate.name, candidate.settings, candidate.notes, learner, rows, raw,
+            labels[rows], np.argsort(examples.order[rows], kind="stable"), config,
+        )  # fmt: skip
+    if "blend" in config.candidates:
+        rows = fits["lightgbm"].calibration_rows
+        fits["blend"] = blend(
+            fits["lightgbm"], fits["logistic"], labels[rows],
+            np.argsort(examples.order[rows], kind="stable"), config,
+        )  # fmt: skip
+    offered = [fits[name] for name in config.candidates]
+    chosen = min(offered, key=lambda fit: fit.choice_loss)
+    learner, calibration_rows, raw, calibrator = (
+        chosen.learner, chosen.calibration_rows, chosen.raw, chosen.calibrator,
+    )  # fmt: skip
+    losses = chosen.losses
     calibration_labels = labels[calibration_rows]
-    raw_frame = pd.DataFrame({"raw_score": raw})
-    calibrator, losses = choose_calibrator(
-        ScoreColumn().fit(raw_frame, calibration_labels),
-        raw_frame,
-        calibration_labels,
-        list(config.calibration_methods),
-        np.argsort(examples.order[calibration_rows], kind="stable"),
-    )
-    step(f"calibrated ({calibrator.method})")
+    why = choice_reason(offered, chosen)
+    step(f"chose {chosen.name} ({why}), calibrated ({calibrator.method})")
 
     calib_probability = calibrator.apply(raw)
     calibration_times = as_utc_ns(training_set[AS_OF].iloc[calibration_rows])
@@ -344,7 +319,7 @@ def _fit_and_evaluate(
     rules_calibrator.fit(rule_scores[RULE_SCORE].to_numpy()[calibration_rows], calibration_labels)
 
     scorer = LeadScorer(
-        booster=booster,
+        learner=learner,
         calibrator=calibrator,
         policy=policy,
         rules=rules,
@@ -355,8 +330,12 @@ def _fit_and_evaluate(
             "trained_at": datetime.now(UTC).isoformat(),
             "slices": dict(split.first),
             "strategy": config.strategy,
-            "best_iteration": rounds,
+            "learner": chosen.name,
+            "learner_settings": chosen.settings,
+            "chosen_because": why,
+            "candidates": [fit.summary() for fit in offered],
             "calibration_losses": losses,
+            "drift_warnings": drift.warnings,
         },
         num_threads=config.lightgbm.num_threads,
     )
@@ -367,13 +346,13 @@ def _fit_and_evaluate(
     test_matrix = scorer.feature_matrix(test_batch)
     scorer.with_check_rows(test_matrix.values)
     test_probability = scorer.calibrator.apply(scorer.raw_scores(test_matrix.values))
-    monitored = _monitored_features(booster, names, matrix)
+    monitored = _monitored_features(learner, data, calibration_rows)
     scorer.metadata["monitored_features"] = monitored
     # What the newest holdout looked like, for drift (PSI) against what is scored later.
     scorer.metadata["reference"] = {
         "probability": reference_distribution(test_probability),
         "features": {
-            name: reference_distribution(matrix[name].iloc[test].to_numpy(dtype=np.float64))
+            name: reference_distribution(data.values[test, data.names.index(name)])
             for name in monitored
         },
     }
@@ -424,7 +403,9 @@ def _fit_and_evaluate(
         test=test_frame,
         training_set=training_set,
         calibration_losses=losses,
-        best_iteration=rounds,
+        drift=drift,
+        candidates=offered,
+        chosen=chosen,
         holdout=holdout,
         scorecard=scorecard,
         scorecard_report=scorecard_summary,

@@ -1,0 +1,236 @@
+"""The learned part of a scorer: feature rows -> raw log-odds, and each feature's share of it.
+
+Three kinds, behind one interface, so that whichever wins at training goes through the same
+kernel, calibration, policy and reasons:
+
+- `TreeLearner`: a LightGBM booster. The raw score is LightGBM's own prediction; the reasons
+  come from `treecontrib`'s tables (exactly LightGBM's `pred_contrib`).
+- `LinearLearner`: an L2 logistic regression (scikit-learn) on binned features: every numeric
+  feature cut at training quantiles, every category one level, missing its own bin. The raw score
+  is the intercept plus one weight per feature, so a lead's reasons are its terms, centred on
+  their training average (for an additive model that is its SHAP value).
+- `BlendLearner`: the mean of both raw scores; its contributions are the mean of theirs, so they
+  still add up to its score.
+
+`contributions` returns (rows, features + 1), the bias last, rows summing to `raw_scores`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import lightgbm as lgb
+import numpy as np
+
+from models.scoring.treecontrib import ContributionTables, build_tables
+
+LearnerKind = Literal["lightgbm", "logistic", "blend"]
+# Rows `importance` reads at most: enough to rank features.
+_IMPORTANCE_ROWS = 2_000
+_BOOSTER_FILE = "booster.txt"
+_LINEAR_FILE = "linear.json"
+
+
+class LearnerMismatch(ValueError):
+    """A saved learner does not fit the feature layout it is loaded with."""
+
+
+class Learner(Protocol):
+    kind: LearnerKind
+
+    def raw_scores(self, values: np.ndarray, threads: int = 1) -> np.ndarray: ...
+
+    def contributions(self, values: np.ndarray) -> np.ndarray: ...
+
+    def importance(self, values: np.ndarray) -> np.ndarray: ...
+
+    def check_levels(self, levels: list[list[str] | None]) -> None: ...
+
+    def save(self, folder: Path) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class TreeLearner:
+    """A LightGBM booster."""
+
+    booster: lgb.Booster
+    kind: LearnerKind = "lightgbm"
+
+    @cached_property
+    def tables(self) -> ContributionTables:
+        """LightGBM's pred_contrib, exactly, from tables built once per model (well under a
+        second): many times faster than TreeSHAP per row (`treecontrib`)."""
+        return build_tables(self.booster)
+
+    def raw_scores(self, values: np.ndarray, threads: int = 1) -> np.ndarray:
+        raw: np.ndarray = np.asarray(
+            self.booster.predict(values, raw_score=True, num_threads=threads), dtype=np.float64
+        )
+        return raw
+
+    def contributions(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(self.tables.predict(values))
+
+    def importance(self, values: np.ndarray) -> np.ndarray:
+        return mean_absolute_contribution(self, values)
+
+    def check_levels(self, levels: list[list[str] | None]) -> None:
+        if (self.booster.pandas_categorical or []) != levels:
+            raise LearnerMismatch("the model's category levels differ from its booster's")
+
+    def save(self, folder: Path) -> None:
+        self.booster.save_model(str(folder / _BOOSTER_FILE))
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "trees": self.booster.num_trees()}
+
+
+@dataclass(frozen=True)
+class FeatureBins:
+    """How one feature is binned: numeric by `edges` (value bins, then a missing bin), or a
+    category by its `levels` codes (one bin each, then missing or unseen)."""
+
+    edges: tuple[float, ...] = ()
+    levels: int | None = None
+
+    @property
+    def count(self) -> int:
+        return (self.levels + 1) if self.levels is not None else len(self.edges) + 2
+
+    def of(self, column: np.ndarray) -> np.ndarray:
+        """Each value's bin (0 .. count - 1); the last bin is missing."""
+        missing = np.isnan(column)
+        if self.levels is not None:
+            codes = np.where(missing, -1.0, column)
+            inside = (codes >= 0) & (codes < self.levels)
+            return np.where(inside, codes, self.levels).astype(np.intp)
+        bins = np.searchsorted(np.asarray(self.edges), column, side="right")
+        return np.where(missing, len(self.edges) + 1, bins).astype(np.intp)
+
+
+@dataclass
+class LinearLearner:
+    """An additive model on binned features: raw = intercept + sum of one weight per feature."""
+
+    bins: list[FeatureBins]
+    weights: np.ndarray  # all features' bins, feature after feature
+    intercept: float
+    centres: np.ndarray  # per feature: its weight's average over the training rows
+    strength: float  # scikit-learn's C (inverse L2 strength) it was fitted with
+    kind: LearnerKind = "logistic"
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([b.count for b in self.bins])[:-1]]).astype(np.intp)
+
+    def design(self, values: np.ndarray) -> np.ndarray:
+        """Each row's bin per feature, as positions in `weights`: (rows, features)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(self.bins):
+            raise ValueError(f"expected {len(self.bins)} columns, got shape {values.shape}")
+        out = np.empty(values.shape, dtype=np.intp)
+        for j, feature in enumerate(self.bins):
+            out[:, j] = feature.of(values[:, j]) + self.offsets[j]
+        return out
+
+    def terms(self, values: np.ndarray) -> np.ndarray:
+        terms: np.ndarray = self.weights[self.design(values)]
+        return terms
+
+    def raw_scores(self, values: np.ndarray, threads: int = 1) -> np.ndarray:
+        raw: np.ndarray = self.intercept + self.terms(values).sum(axis=1)
+        return raw
+
+    def contributions(self, values: np.ndarray) -> np.ndarray:
+        terms = self.terms(values)
+        bias = self.intercept + float(self.centres.sum())
+        return np.column_stack([terms - self.centres, np.full(len(terms), bias)])
+
+    def importance(self, values: np.ndarray) -> np.ndarray:
+        return mean_absolute_contribution(self, values)
+
+    def check_levels(self, levels: list[list[str] | None]) -> None:
+        counts = [b.levels for b in self.bins if b.levels is not None]
+        if counts != [len(found) for found in levels if found is not None]:
+            raise LearnerMismatch("the model's category levels differ from its linear model's")
+
+    def save(self, folder: Path) -> None:
+        state = {
+            "bins": [{"edges": list(b.edges), "levels": b.levels} for b in self.bins],
+            "weights": self.weights.tolist(),
+            "intercept": self.intercept,
+            "centres": self.centres.tolist(),
+            "strength": self.strength,
+        }
+        (folder / _LINEAR_FILE).write_text(json.dumps(state))
+
+    @classmethod
+    def load(cls, folder: Path) -> LinearLearner:
+        state = json.loads((folder / _LINEAR_FILE).read_text())
+        return cls(
+            bins=[
+                FeatureBins(edges=tuple(float(e) for e in b["edges"]), levels=b["levels"])
+                for b in state["bins"]
+            ],
+            weights=np.asarray(state["weights"], dtype=np.float64),
+            intercept=float(state["intercept"]),
+            centres=np.asarray(state["centres"], dtype=np.float64),
+            strength=float(state["strength"]),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "bins": int(self.weights.size), "C": self.strength}
+
+
+@dataclass
+class BlendLearner:
+    """LightGBM and the logistic model, their raw scores averaged."""
+
+    tree: TreeLearner
+    linear: LinearLearner
+    kind: LearnerKind = "blend"
+
+    def raw_scores(self, values: np.ndarray, threads: int = 1) -> np.ndarray:
+        raw: np.ndarray = (
+            self.tree.raw_scores(values, threads) + self.linear.raw_scores(values, threads)
+        ) / 2
+        return raw
+
+    def contributions(self, values: np.ndarray) -> np.ndarray:
+        both: np.ndarray = (self.tree.contributions(values) + self.linear.contributions(values)) / 2
+        return both
+
+    def importance(self, values: np.ndarray) -> np.ndarray:
+        return mean_absolute_contribution(self, values)
+
+    def check_levels(self, levels: list[list[str] | None]) -> None:
+        self.tree.check_levels(levels)
+        self.linear.check_levels(levels)
+
+    def save(self, folder: Path) -> None:
+        self.tree.save(folder)
+        self.linear.save(folder)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "parts": [self.tree.describe(), self.linear.describe()]}
+
+
+def mean_absolute_contribution(learner: Learner, values: np.ndarray) -> np.ndarray:
+    """Each feature's mean absolute contribution (SHAP importance) over up to
+    `_IMPORTANCE_ROWS` of `values`."""
+    contributions = learner.contributions(values[:_IMPORTANCE_ROWS])[:, :-1]
+    importance: np.ndarray = np.abs(contributions).mean(axis=0)
+    return importance
+
+
+def load_learner(folder: Path, kind: LearnerKind) -> Learner:
+    if kind == "logistic":
+        return LinearLearner.load(folder)
+    tree = TreeLearner(lgb.Booster(model_file=str(folder / _BOOSTER_FILE)))
+    return BlendLearner(tree, LinearLearner.load(folder)) if kind == "blend" else tree
