@@ -168,7 +168,10 @@ def _features_json(value: object) -> str | None:
         value = json.loads(value)
     if not isinstance(value, Mapping):
         raise InvalidRecord("features: expected a mapping of feature name to value")
-    kept = {str(k): _feature_value(v, str(k)) for k, v in value.items() if not _is_personal(str(k))}
+    # Personal data is text (an address, a name, a title); a number under a name such as
+    # `email_open_count_30d` is behaviour and is kept.
+    values = {str(k): _feature_value(v, str(k)) for k, v in value.items()}
+    kept = {k: v for k, v in values.items() if not (isinstance(v, str) and _is_personal(k))}
     return json.dumps(kept, sort_keys=True, allow_nan=False)
 
 

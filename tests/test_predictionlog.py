@@ -95,7 +95,13 @@ def test_values_round_trip_in_utc_without_personal_data(log: PredictionLog) -> N
                 mql=np.bool_(True),
                 rule_mql=None,
                 threshold=None,
-                features={"visits": np.int64(3), "decay": float("nan"), "job_title": "CEO"},
+                features={
+                    "visits": np.int64(3),
+                    "decay": float("nan"),
+                    "job_title": "CEO",
+                    "email_open_count_30d": 2,
+                    "contact_email": "jane@example.com",
+                },
             )
         ]
     )
@@ -108,7 +114,8 @@ def test_values_round_trip_in_utc_without_personal_data(log: PredictionLog) -> N
     assert str(row["scored_at"].tz) == "UTC"
     assert row["as_of"] == pd.Timestamp("2025-03-01 09:00", tz="UTC")
     assert row["probability"] == 0.25 and np.isnan(row["threshold"])
-    assert json.loads(row["features"]) == {"visits": 3, "decay": None}  # no job title
+    # No job title, no address; a count of email opens is behaviour, not personal data.
+    assert json.loads(row["features"]) == {"visits": 3, "decay": None, "email_open_count_30d": 2}
     engine = sa.create_engine(log.url)
     with engine.connect() as connection:
         stored = " ".join(

@@ -288,7 +288,7 @@ def test_monitor_reports_outcomes_by_tier_and_drift(
 
     from pipelines.cli import app as cli
 
-    workdir, funnel, _ = store
+    workdir, funnel, run = store
     closed = funnel.leads[funnel.leads["converted"].notna()].head(300)
     positions = [int(i) for i in closed.index]
     payloads = [lead_payload(funnel, p, days_after=3) for p in positions]
@@ -313,7 +313,11 @@ def test_monitor_reports_outcomes_by_tier_and_drift(
     assert result.exit_code == 0, result.output
     for title in ("Conversion by tier", "Calibration", "Model MQL list", "Drift against training"):
         assert title in result.output
-    assert "probability" in result.output and "pricing_page_view" in result.output
+    # Drift of the probability and of every feature the model watches.
+    monitored = run.result.scorer.metadata["monitored_features"]
+    assert monitored and all(name in result.output for name in ["probability", *monitored]), (
+        result.output
+    )
 
 
 def test_openapi_documents_predict_with_an_example(client: TestClient) -> None:
