@@ -42,7 +42,8 @@ class _Frozen(BaseModel):
 class LeadColumns(_Frozen):
     """Names of the contract's lead columns in the user's export."""
 
-    lead_id: str = "lead_id"
+    # None (snapshot mode): the export has no id column; leads are numbered by row, from 1.
+    lead_id: str | None = "lead_id"
     created_at: str = "created_at"
     converted: str = "converted"
     closed_at: str = "closed_at"
@@ -82,7 +83,12 @@ class DatasetConfig(_Frozen):
     lead_columns: LeadColumns = LeadColumns()
     event_columns: EventColumns = EventColumns()
     labels: LabelValues = LabelValues()
+    # CSV separator; None: sniffed from the file's first lines (comma, semicolon, tab, pipe).
+    separator: str | None = Field(None, min_length=1, max_length=1)
+    # Cells read as missing (each blanked value is logged with its count).
     missing_tokens: list[str] = ["Select", "select", "unknown", "Unknown", "N/A", "n/a", ""]
+    # Snapshot mode: columns read as categories even when every value is a number (codes).
+    categorical_columns: list[str] = []
     exclude_columns: list[str] = []
     timezone: Annotated[
         str | None,
@@ -94,6 +100,9 @@ class DatasetConfig(_Frozen):
     # Snapshot mode: a date or a number that follows creation time (newest rows are the test);
     # without it the file's row order is taken as time order.
     order_column: str | None = None
+    # Snapshot mode: when the export was pulled, the moment its rows describe (unless the order
+    # column holds their dates). Without either, rows are taken as of the moment they are read.
+    exported_at: datetime | None = None
     # Snapshot mode: the columns to learn from, as fit (who the lead is) or behaviour (what the
     # lead did). Both empty: every column not excluded, as fit. The rules and reasons speak of
     # them this way.
@@ -104,6 +113,13 @@ class DatasetConfig(_Frozen):
     # What one lead from each source costs (e.g. ad spend / leads): the model-vs-rules report
     # then gives the cost per MQL of each list.
     cost_per_lead: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+    @field_validator("exported_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a timezone, e.g. 2025-06-01T00:00:00Z")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -156,6 +172,10 @@ class SnapshotConfig(_Frozen):
     weekly: bool = False
     # End of the observed period; outcomes after it are unknown. Defaults to the data's last time.
     observed_until: datetime | None = None
+    # Lost leads without a close date: when were they lost? "refuse" (say which rows), "drop"
+    # (leave them out of training), or "keep_open" (count them open until the end of the data,
+    # so snapshots after the unknown loss are labelled not converted too: a known bias).
+    undated_lost: Literal["refuse", "drop", "keep_open"] = "refuse"
 
     @field_validator("offsets_days")
     @classmethod

@@ -6,6 +6,7 @@ rows, so an entry point can print it and exit non-zero before anything is writte
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from dataclasses import dataclass
@@ -20,7 +21,11 @@ from features.vocabulary import CLOSED_AT, CONVERTED, CREATED_AT, EVENT_TYPE, LE
 logger = logging.getLogger(__name__)
 
 _MAX_EXAMPLES = 3
-_OFFSET_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+# An offset counts only after a time of day: the "-01" ending a date-only "2024-03-01" is the
+# day, not a zone, and a date alone is as naive as a wall-clock time.
+_OFFSET_SUFFIX = re.compile(
+    r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE
+)
 
 
 class DataContractError(ValueError):
@@ -88,14 +93,39 @@ class EventsReport:
         return "; ".join(parts)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (all cells as text, parsed later by the contract) or a Parquet file."""
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _sniff_separator(path: Path) -> str:
+    """The separator of a CSV file, from its first lines (a comma when unsure)."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        sample = handle.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters="".join(_SEPARATORS)).delimiter
+    except csv.Error:
+        return ","
+
+
+def read_table(path: Path, separator: str | None = None) -> pd.DataFrame:
+    """Read a CSV (all cells as text, parsed later by the contract) or a Parquet file. A CSV's
+    separator is `separator`, or sniffed from its first lines (comma, semicolon, tab, pipe)."""
     if not path.exists():
         raise DataContractError("file not found", file=path)
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = separator or _sniff_separator(path)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+            if frame.shape[1] == 1:
+                header = str(frame.columns[0])
+                others = [s for s in _SEPARATORS if s != sep and s in header]
+                if others:
+                    raise DataContractError(
+                        f"reads as one column with separator {sep!r}: {header[:60]!r}",
+                        file=path,
+                        hint=f"set dataset.separator (it looks like {others[0]!r})",
+                    )
+            return frame
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -263,33 +293,51 @@ def map_labels(values: pd.Series, config: DatasetConfig, path: Path, column: str
     result[text.isin(lost)] = 0
     unknown = ~text.isin(won | lost | still_open)
     if unknown.any():
+        counts = values[unknown].astype("str").str.strip().value_counts()
+        listed = ", ".join(f"'{value}' ({count:,})" for value, count in counts.head(20).items())
+        more = f" and {len(counts) - 20} more" if len(counts) > 20 else ""
         raise DataContractError(
-            f"label value '{values[unknown].iloc[0]}' is neither won, lost nor open",
+            f"{len(counts)} label value(s) are neither won, lost nor open: {listed}{more}",
             file=path,
             column=column,
             rows=np.flatnonzero(unknown.to_numpy()),
-            hint="list it under `labels` in the dataset config",
+            hint="list them under `labels` (won, lost or open) in the dataset config",
         )
     return result
 
 
-def _blank_missing_tokens(frame: pd.DataFrame, tokens: list[str], skip: set[str]) -> pd.DataFrame:
-    token_set = set(tokens)
+def blank_missing_tokens(values: pd.Series, tokens: set[str], path: Path) -> pd.Series:
+    """Text values trimmed, and `missing_tokens` made missing; what was blanked (other than
+    empty cells) is logged, so a real value such as "unknown" is never dropped unseen."""
+    if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return values
+    stripped = values.astype("str").str.strip().where(values.notna())
+    blanked = stripped.isin(tokens)
+    shown = stripped[blanked & stripped.ne("")].value_counts()
+    if len(shown):
+        listed = ", ".join(f"'{token}' ({count:,})" for token, count in shown.items())
+        logger.info("%s: column '%s': missing_tokens blanked %s", path.name, values.name, listed)
+    return stripped.where(~blanked)
+
+
+def _blank_missing_tokens(
+    frame: pd.DataFrame, tokens: list[str], skip: set[str], path: Path
+) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
-        if column in skip:
-            continue
-        series = out[column]
-        if series.dtype == object or pd.api.types.is_string_dtype(series):
-            stripped = series.astype("str").str.strip().where(series.notna())
-            out[column] = stripped.where(~stripped.isin(token_set))
+        if column not in skip:
+            out[column] = blank_missing_tokens(out[column], set(tokens), path)
     return out
 
 
 def load_leads(path: Path, config: DatasetConfig) -> pd.DataFrame:
     """Leads in contract form: unique `lead_id`, UTC `created_at`, `converted` as Int8 (1/0/NA)."""
     columns = config.lead_columns
-    raw = read_table(path)
+    if columns.lead_id is None:
+        raise DataContractError(
+            "leads with events need an id column: set dataset.lead_columns.lead_id", file=path
+        )
+    raw = read_table(path, config.separator)
     unknown_excluded = [c for c in config.exclude_columns if c not in raw.columns]
     if unknown_excluded:
         raise DataContractError(
@@ -326,7 +374,7 @@ def load_leads(path: Path, config: DatasetConfig) -> pd.DataFrame:
                 rows=np.flatnonzero(before.to_numpy()),
             )
     frame = _blank_missing_tokens(
-        frame, config.missing_tokens, skip={LEAD_ID, CREATED_AT, CLOSED_AT}
+        frame, config.missing_tokens, skip={LEAD_ID, CREATED_AT, CLOSED_AT}, path=path
     )
     return frame.reset_index(drop=True)
 
@@ -340,7 +388,7 @@ def load_events(
     """Events in contract form, restricted to known leads; unknown leads and types are reported."""
     columns = config.event_columns
     frame = _to_contract_columns(
-        read_table(path), columns.model_dump(), [LEAD_ID, TS, EVENT_TYPE], path
+        read_table(path, config.separator), columns.model_dump(), [LEAD_ID, TS, EVENT_TYPE], path
     )
 
     frame[LEAD_ID] = normalise_ids(frame[LEAD_ID], path, columns.lead_id)
@@ -374,6 +422,15 @@ def load_events(
         n_unknown_lead_events=int((~known_lead).sum()),
         unknown_event_types={str(k): int(v) for k, v in unknown_types.items()},
     )
+    if len(frame) and not known_type.any():
+        found = ", ".join(f"'{k}'" for k in unknown_types.index[:8])
+        raise DataContractError(
+            f"none of the file's event types is one the features read: {found}",
+            file=path,
+            column=columns.event_type,
+            hint="map them onto the vocabulary with dataset.event_type_map, or list them in "
+            "features.event_types (see README, 'Bring your own data')",
+        )
     if report.n_unknown_lead_events or report.unknown_event_types:
         logger.warning("%s: %s", path, report.summary())
     keep = known_lead & known_type

@@ -21,6 +21,7 @@ import pandas as pd
 from features.config import DatasetConfig, FeatureConfig
 from features.contract import (
     DataContractError,
+    blank_missing_tokens,
     map_labels,
     parse_timestamps,
     read_table,
@@ -43,6 +44,10 @@ class SnapshotTable:
     order: np.ndarray
     order_column: str | None
     features: FeatureConfig
+    as_of_source: str  # where `as_of` comes from, in words (for reports)
+    # What the label means: an export's outcome column says whether the lead converted, ever
+    # (by when the export was pulled), not within a horizon.
+    label_meaning: str = "converted, ever (as recorded when the export was pulled)"
 
     @property
     def labelled(self) -> pd.DataFrame:
@@ -75,13 +80,6 @@ def _missing_column(name: str, role: str, columns: pd.Index, path: Path) -> Data
     )
 
 
-def _blank_missing(values: pd.Series, tokens: set[str]) -> pd.Series:
-    if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
-        return values
-    text = values.astype("str").str.strip().where(values.notna())
-    return text.where(~text.isin(tokens))
-
-
 def _as_numbers(values: pd.Series) -> pd.Series | None:
     """The column as float64 when every present value is a number, else None."""
     numbers = pd.to_numeric(values, errors="coerce").astype("float64")
@@ -91,7 +89,13 @@ def _as_numbers(values: pd.Series) -> pd.Series | None:
 
 
 def _feature_columns(raw: pd.DataFrame, dataset: DatasetConfig, path: Path) -> list[str]:
-    reserved = {dataset.lead_columns.lead_id, dataset.lead_columns.converted}
+    # The id, the outcome and its close date are never features (the close date is written
+    # with the outcome).
+    reserved = {
+        dataset.lead_columns.lead_id or "",
+        dataset.lead_columns.converted,
+        dataset.lead_columns.closed_at,
+    }
     if dataset.order_column is not None:
         reserved.add(dataset.order_column)
     named = [*dataset.fit_columns, *dataset.behaviour_columns]
@@ -105,7 +109,8 @@ def _feature_columns(raw: pd.DataFrame, dataset: DatasetConfig, path: Path) -> l
     clash = [c for c in named if c in reserved or c in dataset.exclude_columns]
     if clash:
         raise DataContractError(
-            f"'{clash[0]}' is the id, label, order or an excluded column and cannot be a feature",
+            f"'{clash[0]}' is the id, the label, its close date, the order or an excluded column "
+            "and cannot be a feature",
             file=path,
         )
     duplicated = [c for c in named if named.count(c) > 1]
@@ -156,41 +161,54 @@ def load_snapshot_table(
     Column types are read from the data for training; to score with a trained model pass its
     `trained` feature config, whose columns and types then rule.
     """
-    raw = read_table(path)
+    raw = read_table(path, dataset.separator)
     tokens = set(dataset.missing_tokens)
     id_column, label_column = dataset.lead_columns.lead_id, dataset.lead_columns.converted
-    if id_column not in raw.columns:
+    if id_column is not None and id_column not in raw.columns:
         raise _missing_column(id_column, "the lead id", raw.columns, path)
     if require_label and label_column not in raw.columns:
         raise _missing_column(label_column, "the label", raw.columns, path)
+    for column in dataset.categorical_columns:
+        if column not in raw.columns:
+            raise _missing_column(column, "a categorical column", raw.columns, path)
 
-    leads = pd.DataFrame({LEAD_ID: unique_lead_ids(raw[id_column], path, id_column)})
+    ids = (
+        pd.Series(np.arange(1, len(raw) + 1), name="row")  # no id column: row numbers
+        if id_column is None
+        else unique_lead_ids(raw[id_column], path, id_column)
+    )
+    leads = pd.DataFrame({LEAD_ID: ids})
     if label_column in raw.columns:
         leads[CONVERTED] = map_labels(raw[label_column], dataset, path, label_column)
     order, times = _order(raw, dataset, path)
-    # The row describes the lead as of its date, or as of the export (the file's last change).
-    exported = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
-    leads[AS_OF] = (
-        times if times is not None else pd.Series(pd.Timestamp(exported), index=leads.index)
-    )
-    leads[AS_OF] = pd.to_datetime(leads[AS_OF], utc=True).dt.as_unit("ns")
+    # The row describes the lead as of its date, or as of the export when the config says when
+    # that was. Never the file's modification time: copying a file changes it.
+    if times is not None:
+        moments, as_of_source = times, f"the dates in '{dataset.order_column}'"
+    elif dataset.exported_at is not None:
+        moments = pd.Series(pd.Timestamp(dataset.exported_at), index=leads.index)
+        as_of_source = f"dataset.exported_at ({dataset.exported_at:%Y-%m-%d})"
+    else:
+        moments = pd.Series(pd.Timestamp(datetime.now(UTC)), index=leads.index)
+        as_of_source = "the time the file was read (no dates; set dataset.exported_at)"
+    leads[AS_OF] = pd.to_datetime(moments, utc=True).dt.as_unit("ns")
 
     if trained is not None:
         wanted = [*trained.categorical_columns, *trained.numeric_columns]
         absent = [c for c in wanted if c not in raw.columns]
         if absent:
             raise _missing_column(absent[0], "a model feature", raw.columns, path)
-        for column in trained.categorical_columns:
-            leads[column] = _blank_missing(raw[column], tokens)
-        for column in trained.numeric_columns:
-            leads[column] = _blank_missing(raw[column], tokens)  # the kernel checks numbers
-        return SnapshotTable(leads, order, dataset.order_column, trained)
+        for column in wanted:  # the kernel checks the numbers
+            leads[column] = blank_missing_tokens(raw[column], tokens, path)
+        return SnapshotTable(leads, order, dataset.order_column, trained, as_of_source)
 
     categorical: list[str] = []
     numeric: list[str] = []
     for column in _feature_columns(raw, dataset, path):
-        values = _blank_missing(raw[column], tokens)
-        numbers = _as_numbers(values)
+        values = blank_missing_tokens(raw[column], tokens, path)
+        # Number-coded categories (region codes, yes/no as 1/0) stay categories when the config
+        # says so.
+        numbers = None if column in dataset.categorical_columns else _as_numbers(values)
         if numbers is None:
             categorical.append(column)
             leads[column] = values
@@ -217,4 +235,4 @@ def load_snapshot_table(
         len(categorical),
         len(numeric),
     )
-    return SnapshotTable(leads, order, dataset.order_column, features)
+    return SnapshotTable(leads, order, dataset.order_column, features, as_of_source)

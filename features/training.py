@@ -48,6 +48,31 @@ def _outcome_arrays(leads: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return won, closed
 
 
+def undated_lost_handled(leads: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """The leads with lost-but-undated ones handled as `SnapshotConfig.undated_lost` says."""
+    if CONVERTED not in leads.columns:
+        return leads
+    lost = (leads[CONVERTED] == 0).fillna(False).to_numpy(dtype=bool)
+    dated = (
+        leads[CLOSED_AT].notna().to_numpy()
+        if CLOSED_AT in leads.columns
+        else np.zeros(len(leads), dtype=bool)
+    )
+    undated = lost & ~dated
+    if not undated.any() or policy == "keep_open":
+        return leads
+    if policy == "drop":
+        logger.warning("%d lost leads without '%s' left out of training", undated.sum(), CLOSED_AT)
+        return leads[~undated].reset_index(drop=True)
+    raise DataContractError(
+        f"{int(undated.sum()):,} lost leads have no '{CLOSED_AT}': when they were lost is unknown",
+        column=CLOSED_AT,
+        rows=np.flatnonzero(undated),
+        hint="set snapshots.undated_lost to 'drop' (leave them out) or 'keep_open' (count them "
+        "open until the data ends, labelled not converted)",
+    )
+
+
 def snapshot_spine(
     leads: pd.DataFrame, config: SnapshotConfig, until: pd.Timestamp
 ) -> pd.DataFrame:
@@ -106,6 +131,7 @@ def make_training_set(
     Leads closed before a snapshot's as_of are left out of it, and so are snapshots whose
     horizon reaches past the observed period (their label is not known yet).
     """
+    leads = undated_lost_handled(leads, snapshots.undated_lost)
     until = pd.Timestamp(snapshots.observed_until or observed_until(leads, events))
     if until.tzinfo is None:
         raise DataContractError("observed_until must carry a timezone")

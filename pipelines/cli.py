@@ -11,60 +11,128 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
-import numpy as np
-import pandas as pd
 import typer
-import uvicorn
-from mlflow.exceptions import MlflowException
-from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from features.build import build_features
-from features.config import DatasetConfig, FeatureConfig
-from features.contract import (
-    DataContractError,
-    load_events,
-    load_leads,
-    map_labels,
-    read_table,
-)
-from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
-from features.storage import write_table_atomic, write_text_atomic
-from features.training import LABEL, make_training_set
-from features.vocabulary import CONVERTED, LEAD_ID
-from models.registry import (
-    CHAMPION,
-    load_holdout,
-    load_scorer,
-    load_suggested_points,
-    tracking_uri,
-    use_tracking,
-)
-from models.registry import promote as promote_version
-from models.reports.comparison import headline, holdout_comparison, write_comparison
-from models.rules.points import RULE_MQL, PointsRules
-from models.scoring.scorer import LeadScorer, ScoresDisagree
-from models.training.leakage import leakage_findings, leakage_report
-from pipelines.config import LeadscoreConfig, load_config
-from pipelines.monitor import build_report
-from pipelines.training import (
-    TRAINING_STEPS,
-    TrainingRun,
-    run_snapshot_training,
-    run_training,
-)
-from serve.settings import ServeSettings
-from simulator.funnel import (
-    SIMULATION_STEPS,
-    SimulatorConfig,
-    simulate_funnel,
-    write_funnel,
-)
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import uvicorn
+    from mlflow.exceptions import MlflowException
+    from pydantic import ValidationError
+
+    from features.build import build_features
+    from features.config import DatasetConfig, FeatureConfig
+    from features.contract import (
+        DataContractError,
+        load_events,
+        load_leads,
+        map_labels,
+        read_table,
+    )
+    from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
+    from features.storage import write_table_atomic, write_text_atomic
+    from features.training import LABEL, make_training_set
+    from features.vocabulary import CONVERTED, LEAD_ID
+    from models.registry import (
+        CHAMPION,
+        load_holdout,
+        load_scorer,
+        load_suggested_points,
+        tracking_uri,
+        use_tracking,
+    )
+    from models.registry import promote as promote_version
+    from models.reports.comparison import headline, holdout_comparison, write_comparison
+    from models.rules.points import RULE_MQL, PointsRules
+    from models.scoring.scorer import LeadScorer, ScoresDisagree
+    from models.training.leakage import (
+        auc_ranking_report,
+        leakage_findings,
+        leakage_report,
+        rank_by_auc,
+    )
+    from pipelines.config import LeadscoreConfig, load_config
+    from pipelines.monitor import build_report
+    from pipelines.training import (
+        TRAINING_STEPS,
+        TrainingRun,
+        run_snapshot_training,
+        run_training,
+    )
+    from serve.settings import ServeSettings
+    from simulator.funnel import (
+        SIMULATION_STEPS,
+        SimulatorConfig,
+        simulate_funnel,
+        write_funnel,
+    )
+
+
+def _import_command_modules() -> None:
+    """Load what the commands use (pandas, scikit-learn, MLflow, LightGBM: seconds of imports)
+    when a command runs, not when the command line starts: `leadscore --help` answers at once.
+    The names land in this module's globals, where the commands look them up."""
+    import numpy as np
+    import pandas as pd
+    import uvicorn
+    from mlflow.exceptions import MlflowException
+    from pydantic import ValidationError
+
+    from features.build import build_features
+    from features.config import DatasetConfig, FeatureConfig
+    from features.contract import (
+        DataContractError,
+        load_events,
+        load_leads,
+        map_labels,
+        read_table,
+    )
+    from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
+    from features.storage import write_table_atomic, write_text_atomic
+    from features.training import LABEL, make_training_set
+    from features.vocabulary import CONVERTED, LEAD_ID
+    from models.registry import (
+        CHAMPION,
+        load_holdout,
+        load_scorer,
+        load_suggested_points,
+        tracking_uri,
+        use_tracking,
+    )
+    from models.registry import promote as promote_version
+    from models.reports.comparison import headline, holdout_comparison, write_comparison
+    from models.rules.points import RULE_MQL, PointsRules
+    from models.scoring.scorer import LeadScorer, ScoresDisagree
+    from models.training.leakage import (
+        auc_ranking_report,
+        leakage_findings,
+        leakage_report,
+        rank_by_auc,
+    )
+    from pipelines.config import LeadscoreConfig, load_config
+    from pipelines.monitor import build_report
+    from pipelines.training import (
+        TRAINING_STEPS,
+        TrainingRun,
+        run_snapshot_training,
+        run_training,
+    )
+    from serve.settings import ServeSettings
+    from simulator.funnel import (
+        SIMULATION_STEPS,
+        SimulatorConfig,
+        simulate_funnel,
+        write_funnel,
+    )
+
+    globals().update({k: v for k, v in locals().items() if not k.startswith("_")})
+
 
 app = typer.Typer(
     help="Predictive lead scoring: point-in-time features and rule-based points.",
@@ -100,6 +168,7 @@ def user_errors_exit(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        _import_command_modules()
         try:
             return command(*args, **kwargs)
         except DataContractError as exc:
@@ -392,6 +461,11 @@ def _check_leakage(
 
 def _print_training(run: TrainingRun) -> None:
     result = run.result
+    meta = result.scorer.metadata
+    console.print(
+        f"label: {meta.get('label_meaning', '?')}; as_of: {meta.get('as_of_source', '?')}",
+        highlight=False,
+    )
     console.print("[bold]time slices[/] (oldest first)", highlight=False)
     for line in result.drift.lines():
         console.print(f"  {line}", highlight=False)
@@ -596,7 +670,7 @@ def leakage(
     if input is None:
         raise DataContractError("no file to check: pass --input or set dataset.leads_path")
     label = label or dataset.lead_columns.converted
-    frame = read_table(input)
+    frame = read_table(input, dataset.separator)
     if label not in frame.columns:
         raise DataContractError(f"label column '{label}' is missing", file=input)
     labels = map_labels(frame[label], dataset, input, label)
@@ -605,22 +679,32 @@ def leakage(
         raise DataContractError(
             f"--exclude names column '{unknown[0]}', not in the file", file=input
         )
-    if labels.isna().any():
+    open_leads = labels.isna().to_numpy()
+    if open_leads.all():
         raise DataContractError(
-            "label values are missing or open", file=input, column=label,
-            rows=np.flatnonzero(labels.isna().to_numpy()),
-            hint="the check needs won/lost outcomes: filter open leads out first",
-        )  # fmt: skip
-    # The id and the order column are not features: they are left out when the config names them.
-    keys = [dataset.lead_columns.lead_id, dataset.order_column] if config is not None else []
+            "no lead has a known outcome (won or lost) to check against", file=input, column=label
+        )
+    if open_leads.any():
+        # As training does: an open lead has no outcome yet.
+        console.print(f"{int(open_leads.sum()):,} open leads left out", highlight=False)
+        frame, labels = frame[~open_leads], labels[~open_leads]
+    # The id, the order column and the close date are not features: left out when the config
+    # names them (a close date is written with the outcome).
+    keys = (
+        [dataset.lead_columns.lead_id, dataset.order_column, dataset.lead_columns.closed_at]
+        if config is not None
+        else []
+    )
     skipped = {label, *(exclude or []), *(k for k in keys if k in frame.columns)}
     tokens = set(dataset.missing_tokens)
-    features = frame.drop(columns=list(skipped))
+    features = frame.drop(columns=list(skipped)).reset_index(drop=True)
     features = features.apply(lambda c: c.where(~c.astype("str").str.strip().isin(tokens)))
     features = features.apply(_numbers_where_all_are)
-    findings = leakage_findings(features, labels.astype(int).reset_index(drop=True))
+    outcome = labels.astype(int).reset_index(drop=True)
+    findings = leakage_findings(features, outcome)
     excluded = set(dataset.exclude_columns) if config is not None else set()
     console.print(leakage_report(findings, excluded=excluded), highlight=False)
+    console.print(auc_ranking_report(rank_by_auc(features, outcome), excluded), highlight=False)
     if strict and any(f.column not in excluded for f in findings):
         raise typer.Exit(code=1)
 

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from features.config import DatasetConfig, FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
+from features.vocabulary import CLOSED_AT, CONVERTED
 from models.training.config import TrainConfig
 
 
@@ -28,6 +29,28 @@ class LeadscoreConfig(BaseSettings):
     rules_path: Path | None = None
     # Where the embedded MLflow store (mlflow.db, mlartifacts/) lives.
     workdir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _outcomes_are_never_features(self) -> LeadscoreConfig:
+        """The outcome and its close date are written with the sale: a model that reads them
+        would score leads with their own future."""
+        outcome = {
+            CONVERTED, CLOSED_AT, self.dataset.lead_columns.converted,
+            self.dataset.lead_columns.closed_at,
+        }  # fmt: skip
+        features = self.features
+        named = [
+            *features.categorical_columns, *features.numeric_columns,
+            *(c for c in (features.title_column, features.email_column, features.account_column)
+              if c is not None),
+            *self.dataset.fit_columns, *self.dataset.behaviour_columns,
+        ]  # fmt: skip
+        clash = [c for c in named if c in outcome]
+        if clash:
+            raise ValueError(
+                f"'{clash[0]}' is the outcome or its close date and can never be a feature"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -66,4 +89,7 @@ def load_config(path: Path | None) -> LeadscoreConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise DataContractError(f"{field}: {first['msg']}", file=path or "configuration") from exc
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise DataContractError(
+            f"{field}: {message}" if field else message, file=path or "configuration"
+        ) from exc

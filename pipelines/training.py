@@ -44,6 +44,9 @@ def run_training(
         segment_column=config.dataset.source_column,
         on_step=on_step,
     )
+    horizon = config.snapshots.horizon_days
+    result.scorer.metadata["label_meaning"] = f"won within {horizon} days after as_of"
+    result.scorer.metadata["as_of_source"] = "snapshots at creation + offsets_days (snapshots)"
     return register(result, leads, events, config, on_step)
 
 
@@ -62,6 +65,8 @@ def run_snapshot_training(
         segment_column=config.dataset.source_column,
         on_step=on_step,
     )
+    result.scorer.metadata["label_meaning"] = table.label_meaning
+    result.scorer.metadata["as_of_source"] = table.as_of_source
     return register(result, table.leads, empty_events(table.leads[LEAD_ID]), config, on_step)
 
 

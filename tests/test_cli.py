@@ -175,7 +175,12 @@ def test_leakage_command_flags_a_leak_and_strict_fails(tmp_path: Path) -> None:
     args = ["leakage", "--input", str(path), "--label", "Converted", "--exclude", "id"]
     result = runner.invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "rep_note" in result.output and "visits" not in result.output
+    findings, ranking = result.output.split("Single-column ROC AUC, every column:")
+    assert "rep_note" in findings and "visits" not in findings
+    # Every column ranked by its AUC alone, the leak first and marked.
+    ranked = [line.split() for line in ranking.strip().splitlines()]
+    assert [row[0] for row in ranked] == ["rep_note", "visits"]
+    assert "above 0.80" in ranking.splitlines()[1] and float(ranked[1][1]) < 0.6
     assert runner.invoke(app, [*args, "--strict"]).exit_code == 1
     missing = runner.invoke(app, ["leakage", "--input", str(path), "--label", "Won"])
     _assert_refused(missing.output, missing.exit_code, tmp_path / "none", "label column 'Won'")
@@ -192,6 +197,27 @@ def test_leakage_command_on_x_education_flags_tags_and_lead_quality() -> None:
         terminal_width=200,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    flagged = {line.split("  ")[0].strip() for line in result.output.splitlines()[1:] if line}
+    findings = result.output.split("Single-column ROC AUC")[0]
+    flagged = {line.split("  ")[0].strip() for line in findings.splitlines()[1:] if line}
     assert {"Tags", "Lead Quality"} <= flagged
     assert "TotalVisits" not in flagged
+
+
+def test_the_command_line_starts_without_the_heavy_libraries() -> None:
+    """`leadscore --help` answers at once: pandas, scikit-learn, MLflow and LightGBM load when a
+    command runs, not when the command line starts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipelines.cli import app; "
+        "from typer.testing import CliRunner; "
+        "out = CliRunner().invoke(app, ['--help']).output; "
+        "assert 'train' in out, out; "
+        "print(sorted(m for m in ('pandas', 'numpy', 'sklearn', 'mlflow', 'lightgbm', 'uvicorn') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

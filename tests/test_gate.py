@@ -82,6 +82,16 @@ def test_require_champion_fails_a_model_that_does_not_earn_it(data: Path, tmp_pa
     output = " ".join(done.output.split())
     assert done.exit_code == 0, output
     assert "v1 as champion (first model under this name; beats the rules (AUC" in output
+    # Each candidate is a child run of the training run, the chosen one marked.
+    use_tracking(tmp_path)
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("leadscore").experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["learner"] for r in children) == ["blend", "lightgbm", "logistic"]
+    chosen = [r.data.params["learner"] for r in children if r.data.params["chosen"] == "True"]
+    assert chosen == [parent.data.params["learner"]]
+    assert all("choice_log_loss" in r.data.metrics for r in children)
     # The same leads, a model that reads no behaviour: worse than the champion it would replace
     # (and than the rules), so registered as challenger; with --require-champion, exit 1.
     weak = _config(

@@ -236,6 +236,8 @@ def log_and_register(
                 "calibration": scorer.calibrator.method,
                 "policy": scorer.policy.method,
                 "threshold": round(scorer.policy.threshold, 6),
+                "label": scorer.metadata.get("label_meaning", ""),
+                "as_of_source": scorer.metadata.get("as_of_source", ""),
                 "learner": result.chosen.name,
                 "learner_settings": json.dumps(result.chosen.settings),
                 **{f"lgbm_{k}": v for k, v in config.lightgbm.model_dump().items()},

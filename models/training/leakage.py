@@ -2,7 +2,8 @@
 
 Three checks, each on one column at a time (see DESIGN.md, "Point-in-time correctness"):
 
-- ``predicts_label``: the column alone separates the classes suspiciously well (ROC AUC).
+- ``predicts_label``: the column alone separates the classes suspiciously well (ROC AUC above
+  0.80; `rank_by_auc` ranks every column by it).
 - ``filled_for_one_class``: the column is filled for one class and mostly empty for the other.
 - ``post_outcome_values``: some values are nearly pure and together cover much of one class, the
   signature of status notes written during or after the sale ("Closed by ...", "Lost to ...").
@@ -113,11 +114,50 @@ def _pure_value_coverage(
     return best
 
 
+# Above this single-column ROC AUC a column is flagged: few honest pre-outcome fields separate
+# won from lost this well alone.
+AUC_WARNING = 0.80
+
+
+@dataclass(frozen=True)
+class ColumnAUC:
+    column: str
+    auc: float  # max(auc, 1 - auc): how well the column alone separates the classes
+    how: str
+
+
+def _column_auc(column: pd.Series, y: np.ndarray) -> ColumnAUC:
+    if _is_numeric(column):
+        return ColumnAUC(str(column.name), _numeric_auc(column, y), "by value")
+    return ColumnAUC(str(column.name), _categorical_auc(column, y), "target-encoded out of fold")
+
+
+def rank_by_auc(frame: pd.DataFrame, label: pd.Series) -> list[ColumnAUC]:
+    """Every column of `frame` by its single-column ROC AUC against `label`, highest first."""
+    y = _check_label(frame, label)
+    ranked = [_column_auc(frame[name], y) for name in frame.columns]
+    return sorted(ranked, key=lambda c: -c.auc)
+
+
+def auc_ranking_report(ranked: Sequence[ColumnAUC], excluded: Collection[str] = ()) -> str:
+    """One line per column, highest AUC first; columns above AUC_WARNING marked."""
+    if not ranked:
+        return "No columns to rank."
+    width = max(len(c.column) for c in ranked)
+    lines = [
+        f"{c.column:<{width}}  {c.auc:.3f}"
+        + ("  above 0.80: check when it is recorded" if c.auc > AUC_WARNING else "")
+        + ("  (excluded by the config)" if c.column in excluded else "")
+        for c in ranked
+    ]
+    return "\n".join(["Single-column ROC AUC, every column:", *lines])
+
+
 def leakage_findings(
     frame: pd.DataFrame,
     label: pd.Series,
     *,
-    auc_threshold: float = 0.9,
+    auc_threshold: float = AUC_WARNING,
     # 0.35, not 0.5: X Education's rep-set Lead Quality is filled for 71% of converted leads and
     # 34% of the rest (gap 0.37) and no other check catches it; the largest gaps among form fields
     # there are 0.30-0.31 (occupation, "what matters most", which may also be sales-filled).
@@ -128,7 +168,7 @@ def leakage_findings(
 ) -> list[LeakageFinding]:
     """Columns of `frame` that leak `label` (0/1, no missing values), strongest first per check.
 
-    - predicts_label: single-column ROC AUC, as max(auc, 1 - auc), is >= `auc_threshold`. Numeric
+    - predicts_label: single-column ROC AUC, as max(auc, 1 - auc), is > `auc_threshold`. Numeric
       columns are ranked by value with missing below the minimum; other columns are target-encoded
       out of fold (5 stratified, seeded folds), so ids and rare values score ~0.5, not 1.0.
     - filled_for_one_class: |fill rate among positives - fill rate among negatives| >= `fill_gap`.
@@ -151,11 +191,12 @@ def leakage_findings(
         column = frame[name]
         numeric = _is_numeric(column)
 
-        auc = _numeric_auc(column, y) if numeric else _categorical_auc(column, y)
-        if auc >= auc_threshold:
-            how = "by value" if numeric else "target-encoded out of fold"
-            detail = f"alone gives ROC AUC {auc:.3f} {how} (threshold {auc_threshold:.2f})"
-            findings.append(LeakageFinding(str(name), PREDICTS_LABEL, detail, auc))
+        ranked = _column_auc(column, y)
+        if ranked.auc > auc_threshold:
+            detail = (
+                f"alone gives ROC AUC {ranked.auc:.3f} {ranked.how} (threshold {auc_threshold:.2f})"
+            )
+            findings.append(LeakageFinding(str(name), PREDICTS_LABEL, detail, ranked.auc))
 
         filled = column.notna().to_numpy()
         pos_fill, neg_fill = float(filled[positives].mean()), float(filled[~positives].mean())
