@@ -233,3 +233,24 @@ def test_drift_between_slices_is_reported_and_warned_about() -> None:
     assert any("moved (PSI" in w for w in report.warnings)
     assert "steady" not in " ".join(report.warnings)
     assert report.feature_psi["steady"] < 0.1
+
+
+def test_the_served_learner_learns_from_every_outcome_known_when_calibration_starts(
+    funnel: SimulatedFunnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[np.ndarray] = []
+    real_fit = candidates_module.fit_logistic
+
+    def recording_fit(*args: object, **kwargs: object) -> object:
+        seen.append(np.asarray(args[1]).copy())
+        return real_fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(candidates_module, "fit_logistic", recording_fit)
+    result = _train(funnel, candidates=["logistic"])
+    rows = seen[-1]  # the refit after the settings were chosen on the train slice
+    as_of = result.training_set["as_of"]
+    start = result.split.starts["calibration"]
+    assert (as_of.iloc[rows] + pd.Timedelta(days=90) <= start).all()
+    # More than the train slice: validation rows and train rows the embargo held back from it.
+    assert len(rows) > len(result.split.rows["train"])
+    assert np.intersect1d(rows, result.split.rows["calibration"]).size == 0
