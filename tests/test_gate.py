@@ -13,9 +13,12 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from models.registry import use_tracking
+from models.rules.points import PointsRules
 from models.training.gate import CHALLENGER, CHAMPION, HoldoutMetrics, collapsed, decide
 from pipelines.cli import app
-from simulator.funnel import SimulatorConfig, simulate_funnel, write_funnel
+from pipelines.config import LeadscoreConfig
+from pipelines.training import TrainingRun, run_training
+from simulator.funnel import SimulatedFunnel, SimulatorConfig, simulate_funnel, write_funnel
 
 runner = CliRunner()
 
@@ -66,6 +69,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield folder
+
+
+def train_run(workdir: Path, funnel: SimulatedFunnel) -> TrainingRun:
+    base = LeadscoreConfig(workdir=workdir)
+    snapshots = base.snapshots.model_copy(update={"observed_until": funnel.observed_until})
+    config = base.model_copy(update={"snapshots": snapshots})
+    return run_training(funnel.leads, funnel.events, config, PointsRules.default())
 
 
 def _config(folder: Path, **sections: object) -> Path:
@@ -128,3 +138,25 @@ def test_a_collapsed_model_is_not_registered(data: Path, tmp_path: Path) -> None
     assert client.search_model_versions("name='leadscore'") == []
     runs = client.search_runs([client.get_experiment_by_name("leadscore").experiment_id])
     assert runs[0].data.tags["alias_decision"].startswith("refused: collapsed")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_under_a_sixfold_rise_in_conversion_training_warns_and_champion_is_earned(
+    seed: int, tmp_path: Path
+) -> None:
+    """The bar: on a funnel whose conversion rate rises sixfold over the period, training warns
+    about the drift, and the model is champion only if it beats the rules on the newest leads."""
+    funnel = simulate_funnel(SimulatorConfig(n_leads=12_000, seed=seed, rate_growth=6.0))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        run = train_run(tmp_path, funnel)
+    result, registration = run.result, run.registration
+    rates = [s.conversion_rate for s in result.drift.slices]
+    assert rates[-1] > 1.5 * rates[0], rates
+    assert any("conversion rate drifts" in w for w in result.drift.warnings), result.drift
+    metrics = result.evaluation.metrics
+    beats_rules = (
+        metrics["model_roc_auc"] > metrics["rules_roc_auc"]
+        and metrics["model_log_loss"] < metrics["rules_log_loss"]
+    )
+    assert (registration.alias == CHAMPION) == beats_rules, (registration.reason, metrics)
