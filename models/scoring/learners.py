@@ -29,6 +29,8 @@ import numpy as np
 from models.scoring.treecontrib import ContributionTables, build_tables
 
 LearnerKind = Literal["lightgbm", "logistic", "blend"]
+# Rows binned at once by the logistic model.
+_DESIGN_ROWS = 16_384
 # Rows `importance` reads at most: enough to rank features.
 _IMPORTANCE_ROWS = 2_000
 _BOOSTER_FILE = "booster.txt"
@@ -103,15 +105,36 @@ class FeatureBins:
     def count(self) -> int:
         return (self.levels + 1) if self.levels is not None else len(self.edges) + 2
 
-    def of(self, column: np.ndarray) -> np.ndarray:
-        """Each value's bin (0 .. count - 1); the last bin is missing."""
-        missing = np.isnan(column)
-        if self.levels is not None:
-            codes = np.where(missing, -1.0, column)
-            inside = (codes >= 0) & (codes < self.levels)
-            return np.where(inside, codes, self.levels).astype(np.intp)
-        bins = np.searchsorted(np.asarray(self.edges), column, side="right")
-        return np.where(missing, len(self.edges) + 1, bins).astype(np.intp)
+
+@dataclass(frozen=True)
+class _BinLayout:
+    """The bins of all features as flat arrays, for binning every feature of a batch at once."""
+
+    numeric: np.ndarray  # feature positions
+    edges: np.ndarray  # every numeric feature's edges, feature after feature
+    edge_feature: np.ndarray  # per edge: its feature's index within `numeric`
+    edge_starts: np.ndarray  # where each feature with edges starts in `edges`
+    with_edges: np.ndarray  # indices within `numeric` of the features with edges
+    missing_bin: np.ndarray  # per numeric feature: its missing bin
+    categorical: np.ndarray  # feature positions
+    levels: np.ndarray  # per categorical feature: its number of levels (= its missing bin)
+
+    @classmethod
+    def of(cls, bins: list[FeatureBins]) -> _BinLayout:
+        numeric = [j for j, b in enumerate(bins) if b.levels is None]
+        categorical = [j for j, b in enumerate(bins) if b.levels is not None]
+        sizes = [len(bins[j].edges) for j in numeric]
+        with_edges = [i for i, size in enumerate(sizes) if size]
+        return cls(
+            numeric=np.array(numeric, dtype=np.intp),
+            edges=np.array([e for j in numeric for e in bins[j].edges], dtype=np.float64),
+            edge_feature=np.repeat(np.arange(len(numeric), dtype=np.intp), sizes),
+            edge_starts=np.cumsum([0, *[sizes[i] for i in with_edges]])[:-1].astype(np.intp),
+            with_edges=np.array(with_edges, dtype=np.intp),
+            missing_bin=np.array([size + 1 for size in sizes], dtype=np.intp),
+            categorical=np.array(categorical, dtype=np.intp),
+            levels=np.array([bins[j].levels for j in categorical], dtype=np.float64),
+        )
 
 
 @dataclass
@@ -129,14 +152,40 @@ class LinearLearner:
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum([b.count for b in self.bins])[:-1]]).astype(np.intp)
 
+    @cached_property
+    def _layout(self) -> _BinLayout:
+        return _BinLayout.of(self.bins)
+
     def design(self, values: np.ndarray) -> np.ndarray:
-        """Each row's bin per feature, as positions in `weights`: (rows, features)."""
+        """Each row's bin per feature, as positions in `weights`: (rows, features). A number's
+        bin is how many of its feature's edges are at or below it; missing is the last bin, and
+        so is a category code outside the training levels."""
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != len(self.bins):
             raise ValueError(f"expected {len(self.bins)} columns, got shape {values.shape}")
         out = np.empty(values.shape, dtype=np.intp)
-        for j, feature in enumerate(self.bins):
-            out[:, j] = feature.of(values[:, j]) + self.offsets[j]
+        # In blocks of rows: the (rows, all edges) comparison stays small.
+        for start in range(0, len(values), _DESIGN_ROWS):
+            block = slice(start, start + _DESIGN_ROWS)
+            out[block] = self._bins_of(values[block])
+        out += self.offsets
+        return out
+
+    def _bins_of(self, values: np.ndarray) -> np.ndarray:
+        layout = self._layout
+        out = np.empty(values.shape, dtype=np.intp)
+        numbers = values[:, layout.numeric]
+        # All features' edges compared at once, then counted per feature.
+        at_or_above = numbers[:, layout.edge_feature] >= layout.edges
+        counts = np.zeros(numbers.shape, dtype=np.intp)
+        if layout.edges.size:
+            counts[:, layout.with_edges] = np.add.reduceat(
+                at_or_above, layout.edge_starts, axis=1, dtype=np.intp
+            )
+        out[:, layout.numeric] = np.where(np.isnan(numbers), layout.missing_bin, counts)
+        codes = values[:, layout.categorical]
+        inside = (codes >= 0) & (codes < layout.levels)  # NaN compares False: missing
+        out[:, layout.categorical] = np.where(inside, codes, layout.levels).astype(np.intp)
         return out
 
     def terms(self, values: np.ndarray) -> np.ndarray:
