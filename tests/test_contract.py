@@ -114,7 +114,10 @@ def test_naive_parquet_timestamps_are_refused(tmp_path: Path) -> None:
         (replace_line(LEADS_CSV, 3, ",2024-01-03T10:00:00Z,,,x"), "ids are missing"),
         (replace_line(LEADS_CSV, 3, "L3,next tuesday,,,x"), "cannot parse 'next tuesday'"),
         (replace_line(LEADS_CSV, 3, "L3,,,,x"), "timestamps are missing"),
-        (replace_line(LEADS_CSV, 3, "L3,2024-01-03T10:00:00Z,maybe,,x"), "neither won, lost nor open: 'maybe' (1)"),
+        (
+            replace_line(LEADS_CSV, 3, "L3,2024-01-03T10:00:00Z,maybe,,x"),
+            "neither won, lost nor open: 'maybe' (1)",
+        ),
         (
             replace_line(LEADS_CSV, 3, "L3,2024-01-03T10:00:00Z,0,2023-01-01T00:00:00Z,x"),
             "closed before it was created",
