@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     )
     from models.registry import promote as promote_version
     from models.reports.comparison import headline, holdout_comparison, write_comparison
+    from models.reports.evaluation import RULES_BASIS_NOTE
     from models.rules.points import RULE_MQL, PointsRules
     from models.scoring.scorer import LeadScorer, ScoresDisagree
     from models.training.leakage import (
@@ -107,6 +108,7 @@ def _import_command_modules() -> None:
     )
     from models.registry import promote as promote_version
     from models.reports.comparison import headline, holdout_comparison, write_comparison
+    from models.reports.evaluation import RULES_BASIS_NOTE
     from models.rules.points import RULE_MQL, PointsRules
     from models.scoring.scorer import LeadScorer, ScoresDisagree
     from models.training.leakage import (
@@ -492,11 +494,14 @@ def _print_training(run: TrainingRun) -> None:
         highlight=False,
     )
     report = run.result.scorecard_report
-    if report is not None:
+    if report is not None and report.refused is not None:
+        console.print(f"no suggested points table: {report.refused}", highlight=False)
+    elif report is not None:
         console.print(
             f"suggested points table: {report.n_rules} rules, ROC AUC "
-            f"{report.scorecard_roc_auc:.3f}, keeps {report.lift_kept:.0%} of the model's lift "
-            "at equal volume (export it with `leadscore scorecard --out points.yaml`)",
+            f"{report.scorecard_roc_auc:.3f} ({report.roc_auc_basis}), keeps "
+            f"{report.lift_kept:.0%} of the model's lift at equal volume (export it with "
+            "`leadscore scorecard --out points.yaml`)",
             highlight=False,
         )
 
@@ -862,7 +867,10 @@ def demo(
 
 def model_vs_rules_table(metrics: dict[str, float]) -> Table:
     """Model and rules side by side on the newest holdout, and at equal MQL volume."""
-    table = Table(title="Model vs rule-based points on the newest holdout")
+    table = Table(
+        title="Model vs rule-based points on the newest holdout",
+        caption=f"rules: {RULES_BASIS_NOTE}",
+    )
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("rules", justify="right")
@@ -875,6 +883,7 @@ def model_vs_rules_table(metrics: dict[str, float]) -> Table:
         ("MQLs at own threshold", "mql_count", "{:,.0f}"),
         ("MQL conversion rate", "mql_precision", "{:.1%}"),
         ("MQL recall", "mql_recall", "{:.1%}"),
+        ("leads tied at the MQL threshold", "ties_at_threshold", "{:,.0f}"),
     ]
     for label, key, fmt in rows:
         model, rules = metrics.get(f"model_{key}"), metrics.get(f"rules_{key}")

@@ -40,6 +40,7 @@ from models.reports.comparison import (
     verdict,
     write_comparison,
 )
+from models.reports.evaluation import RULES_BASIS
 from tests.browser import elements_by_id
 from tests.compare_fixtures import COST_PER_LEAD, RULES_THRESHOLD, example_scored_leads
 
@@ -313,6 +314,47 @@ def test_one_lead_and_none(n: int) -> None:
     json.loads(c.to_json())
     page = elements_by_id(comparison_html(c))
     assert page["sel-leads"].attrs["data-value"] == str(n)
+
+
+def test_leads_tied_at_the_models_threshold_are_counted_and_shown() -> None:
+    # An isotonic step: leads 5, 6 and 7 share the threshold's probability, so all are MQL.
+    frame = ten_leads()
+    frame.loc[frame["lead_id"].isin([5, 6, 7]), "probability"] = 0.5
+    frame["mql"] = frame["probability"] >= 0.5
+    c = compare_model_and_rules(frame)
+    assert c.model_ties_at_threshold == 3
+    assert json.loads(c.to_json())["model_ties_at_threshold"] == 3
+    found = elements_by_id(comparison_html(c))
+    assert found["model-ties"].attrs["data-value"] == "3"
+    assert "3 of these leads (30.0%) are exactly at the model's threshold" in " ".join(
+        found["model-ties"].text.split()
+    )
+    # Without a threshold column: the leads at the weakest model MQL's probability.
+    assert compare_model_and_rules(frame.drop(columns="threshold")).model_ties_at_threshold == 3
+    no_list = compare_model_and_rules(frame.assign(mql=False).drop(columns="threshold"))
+    assert no_list.model_ties_at_threshold is None
+    assert 'id="model-ties"' not in comparison_html(no_list)
+
+
+def test_the_rules_ranking_is_named_and_uses_their_calibrated_probability_when_given(
+    ten: Comparison,
+) -> None:
+    assert ten.rules_ranked_by == "points"
+    assert elements_by_id(comparison_html(ten))["rules-basis"].attrs["data-basis"] == "points"
+    # The calibrated probability pools points 5-30 and 40-70 into two steps (the isotonic map).
+    frame = ten_leads()
+    frame["rule_probability"] = np.where(frame["rule_score"] >= 40, 0.3, 0.1)
+    frame.loc[frame["rule_score"] == 90, "rule_probability"] = 0.5
+    c = compare_model_and_rules(frame)
+    assert c.rules_ranked_by == RULES_BASIS
+    assert json.loads(c.to_json())["rules_ranked_by"] == "calibrated probability"
+    assert [row.leads for row in c.deciles_rules if row.leads] == [1, 5, 4]
+    assert [row.leads for row in ten.deciles_rules if row.leads] == [1] * 10
+    page = comparison_html(c)
+    assert elements_by_id(page)["rules-basis"].attrs["data-basis"] == RULES_BASIS
+    assert "rules (by calibrated probability): leads" in page
+    # The rules' list is still their points' own.
+    assert c.own_threshold.rules == ten.own_threshold.rules
 
 
 def test_reasons_as_text(ten: Comparison) -> None:

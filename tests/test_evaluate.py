@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -14,6 +15,8 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from models.reports.evaluation import (
+    RULES_BASIS,
+    RULES_BASIS_NOTE,
     Scores,
     classification_metrics,
     compare_at_equal_volume,
@@ -26,6 +29,7 @@ from models.reports.evaluation import (
     mql_metrics,
     reliability_table,
     summary_html,
+    ties_at_threshold,
     top_k,
     write_artifacts,
 )
@@ -274,6 +278,8 @@ SCORER_KEYS = [
     "mql_precision",
     "mql_recall",
     "mql_lift",
+    "ties_at_threshold",
+    "ties_at_threshold_share",
     "top_decile_lift",
     *(f"decile_{d}_conversion_rate" for d in range(1, 11)),
 ]
@@ -338,6 +344,23 @@ def test_evaluate_produces_the_documented_keys_and_segments() -> None:
     assert by_segment["model_list_count"].sum() == rules.mql.sum()
 
 
+def test_ties_at_the_threshold_are_counted_and_reported() -> None:
+    # An isotonic step of 6 leads at 0.2 holds the model's weakest MQLs.
+    probability = np.array([0.9, 0.5, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1])
+    mql = probability >= 0.2
+    assert ties_at_threshold(probability, mql) == 6
+    assert math.isnan(ties_at_threshold(probability, np.zeros(10, dtype=bool)))
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+    rules = Scores("rules", np.linspace(0.1, 0.9, 10), np.arange(10) < 2)
+    result = evaluate(y, Scores("model", probability, mql), rules)
+    assert result.metrics["model_ties_at_threshold"] == 6
+    assert result.metrics["model_ties_at_threshold_share"] == pytest.approx(0.6)
+    assert result.metrics["rules_ties_at_threshold"] == 1
+    page = summary_html(result, "t")
+    assert "6 of 10 leads (60.0%) tie exactly at the" in " ".join(page.split())
+    assert "Leads tied at the MQL threshold" in page
+
+
 def test_evaluate_without_segment_and_with_a_single_class_holdout() -> None:
     _, model, rules, _ = holdout(n=200)
     result = evaluate(np.zeros(200, dtype=int), model, rules)
@@ -397,6 +420,10 @@ def test_write_artifacts_renders_figures_json_and_html(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "eval/evaluation.json").read_text(), parse_constant=no_nan)
     assert document["metrics"]["model_roc_auc"] == pytest.approx(result.metrics["model_roc_auc"])
     assert document["metrics"]["segment_cold_list_model_roc_auc"] is None
+    assert document["rules_basis"] == RULES_BASIS == "calibrated probability"
+    assert (
+        document["metrics"]["model_ties_at_threshold"] == result.metrics["model_ties_at_threshold"]
+    )
     assert len(document["tables"]["deciles_model"]) == 10
 
     page = (tmp_path / "eval/summary.html").read_text()
@@ -404,6 +431,8 @@ def test_write_artifacts_renders_figures_json_and_html(tmp_path: Path) -> None:
     assert f"{result.metrics['rules_roc_auc']:.3f}" in page
     assert f"{result.metrics['equal_volume_conversion_ratio']:.2f}" in page
     assert "web/inar" in page
+    # Which rules figures these are is named on the page.
+    assert html.escape(RULES_BASIS_NOTE) in page
     assert "<link" not in page and "<script" not in page and "http" not in page
 
 

@@ -381,3 +381,18 @@ def test_a_saved_table_loads_as_the_same_table_and_scores_the_same(
         loaded.score(spine, leads, funnel.events, FEATURES)[RULE_SCORE],
         rules.score(spine, leads, funnel.events, FEATURES)[RULE_SCORE],
     )
+
+
+def test_a_copied_table_scores_with_its_own_points() -> None:
+    """A table changed by model_copy scores its new points, not the cached ones of the table
+    it was copied from."""
+    rules = PointsRules.default()
+    leads, events = _one_lead([("2024-03-02T10:00:00Z", "demo_request")])
+    before = _score(rules, leads, events, "2024-03-05T00:00:00Z")
+    doubled = rules.model_copy(
+        update={"events": {k: v.model_copy(update={"points": 2 * v.points})
+                           for k, v in rules.events.items()}}
+    )  # fmt: skip
+    after = _score(doubled, leads, events, "2024-03-05T00:00:00Z")
+    assert before > 0 and after > before
+    assert _score(rules, leads, events, "2024-03-05T00:00:00Z") == before

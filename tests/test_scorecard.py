@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from features.config import FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
 from features.pointintime import AS_OF
 from features.training import label_snapshots, snapshot_spine
+from models.reports.evaluation import RULES_BASIS
 from models.rules.points import RULE_MQL, RULE_SCORE, EventPoints, NumberBand, PointsRules
-from models.rules.scorecard import ScorecardConfig, candidate_rules, fit_scorecard, scorecard_report
+from models.rules.scorecard import (
+    ScorecardConfig,
+    calibrate_points,
+    candidate_rules,
+    fit_scorecard,
+    refusal,
+    scorecard_report,
+)
 from simulator.funnel import SimulatorConfig, simulate_funnel, true_conversion_probability
 
 FEATURES = FeatureConfig()
@@ -30,6 +41,7 @@ class Fitted:
     newer: pd.DataFrame
     probability_older: np.ndarray
     probability_newer: np.ndarray
+    labels_older: np.ndarray
     labels_newer: np.ndarray
     scorecard: PointsRules
 
@@ -54,6 +66,7 @@ def _fit(funnel_seed: int = 2) -> Fitted:
         newer,
         probability[:cut],
         probability[cut:],
+        labels[:cut],
         labels[cut:],
         scorecard,
     )
@@ -120,6 +133,104 @@ def test_scorecard_keeps_most_of_the_models_lift_on_newer_snapshots(fitted: Fitt
     assert report.n_rules == len(fitted.scorecard.rule_keys())
     assert report.list_size == fitted.scorecard.score(*args[:4])[RULE_MQL].sum()
     assert set(report.as_dict()) >= {"lift_kept", "model_roc_auc", "scorecard_roc_auc"}
+
+
+def test_rules_and_scorecard_aucs_are_those_of_their_calibrated_probability(
+    fitted: Fitted,
+) -> None:
+    """The report's AUCs have the evaluation's definition (points mapped to a probability on
+    the calibration slice), named; the raw points' AUCs are there too, labelled."""
+    rules = PointsRules.default()
+    args = (fitted.newer, fitted.leads, fitted.events, FEATURES, fitted.labels_newer)
+    report = scorecard_report(
+        fitted.scorecard,
+        *args,
+        fitted.probability_newer,
+        rules,
+        calibration=(fitted.older, fitted.labels_older),
+    )
+    assert report.roc_auc_basis == RULES_BASIS
+    for table, auc, points_auc in (
+        (rules, report.rules_roc_auc, report.rules_points_roc_auc),
+        (fitted.scorecard, report.scorecard_roc_auc, report.scorecard_points_roc_auc),
+    ):
+        old = table.score(fitted.older, *args[1:4])[RULE_SCORE].to_numpy()
+        new = table.score(*args[:4])[RULE_SCORE].to_numpy()
+        mapped = calibrate_points(old, fitted.labels_older, new)
+        assert auc == pytest.approx(roc_auc_score(fitted.labels_newer, mapped))
+        assert points_auc == pytest.approx(roc_auc_score(fitted.labels_newer, new))
+    # The isotonic map ties neighbouring point values: the two AUCs are not the same number.
+    assert report.rules_roc_auc != pytest.approx(report.rules_points_roc_auc, abs=1e-4)
+    uncalibrated = scorecard_report(fitted.scorecard, *args, fitted.probability_newer, rules)
+    assert uncalibrated.roc_auc_basis == "points"
+    assert uncalibrated.rules_roc_auc == uncalibrated.rules_points_roc_auc
+    assert uncalibrated.as_dict()["roc_auc_basis"] == "points"
+
+
+def test_a_table_that_keeps_little_lift_or_ranks_like_chance_is_refused(fitted: Fitted) -> None:
+    args = (fitted.newer, fitted.leads, fitted.events, FEATURES, fitted.labels_newer)
+    report = scorecard_report(fitted.scorecard, *args, fitted.probability_newer)
+    assert report.lift_kept > 0.5 and report.refused is None
+    # As seen on real exports: "keeps -998% of the model's lift", "AUC 0.337".
+    bad = dataclasses.replace(report, lift_kept=-9.98, scorecard_points_roc_auc=0.337)
+    reason = refusal(fitted.scorecard, bad)
+    assert reason is not None
+    assert "keeps -998% of the model's lift" in reason
+    assert "ROC AUC (points) is 0.337" in reason
+    assert refusal(fitted.scorecard, dataclasses.replace(report, lift_kept=0.49)) is not None
+    assert refusal(fitted.scorecard, dataclasses.replace(report, lift_kept=float("nan")))
+    # "2 rules, MQL at 0 points": nothing positive, everyone with no points an MQL.
+    negative = PointsRules(mql_threshold=0, events={"email_open": EventPoints(points=-5, cap=10)})
+    reason = refusal(negative, report)
+    assert reason is not None
+    assert "no rule gives positive points" in reason and "0 points" in reason
+    # A real refused table: points that rank leads backwards.
+    # (Built anew: `model_copy(update=...)` would keep the cached points of the original.)
+    card = fitted.scorecard
+    backwards = PointsRules(
+        mql_threshold=card.mql_threshold,
+        half_life_days=card.half_life_days,
+        attributes={n: {v: -p for v, p in t.items()} for n, t in card.attributes.items()},
+        events={k: EventPoints(points=-e.points, cap=e.cap) for k, e in card.events.items()},
+    )
+    refused = scorecard_report(backwards, *args, fitted.probability_newer)
+    assert refused.refused is not None
+    assert "of the model's lift" in refused.refused and "no better than chance" in refused.refused
+
+
+def test_training_keeps_the_report_of_a_refused_table(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`_suggest_points` returns no table, but the report with its reason, when refused."""
+    import models.training.train as train_module
+    from models.training.config import TrainConfig
+    from models.training.train import train_lead_scorer
+
+    made = scorecard_report
+
+    def refusing(*args: object, **kwargs: object) -> object:
+        report = made(*args, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(report, refused="it keeps -998% of the model's lift")
+
+    monkeypatch.setattr(train_module, "scorecard_report", refusing)
+    funnel = simulate_funnel(SimulatorConfig(n_leads=3_000, seed=3))
+    with caplog.at_level(logging.WARNING, logger="models.training.train"):
+        result = train_lead_scorer(
+            funnel.leads,
+            funnel.events,
+            features=FEATURES,
+            snapshots=SnapshotConfig(observed_until=funnel.observed_until),
+            rules=PointsRules.default(),
+            config=TrainConfig(),
+        )
+    assert result.scorecard is None
+    assert result.scorecard_report is not None
+    assert result.scorecard_report.refused == "it keeps -998% of the model's lift"
+    assert "no suggested points table: it keeps -998%" in caplog.text
+    # Its figures are on the evaluation's definition: the same rules AUC as the evaluation.
+    assert result.scorecard_report.rules_roc_auc == pytest.approx(
+        result.evaluation.metrics["rules_roc_auc"]
+    )
 
 
 def test_candidate_columns_times_points_score_as_the_exported_table(fitted: Fitted) -> None:

@@ -8,6 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
@@ -15,7 +17,7 @@ from features.contract import DataContractError
 from features.pointintime import NS_PER_DAY
 from models.training.calibration import Calibrator, ScoreColumn, choose_calibrator
 from models.training.config import PolicyConfig, SplitConfig
-from models.training.policy import fit_policy
+from models.training.policy import LAST_TIER, fit_policy
 from models.training.split import SLICES, split_by_time
 from tests.conftest import START
 
@@ -71,8 +73,11 @@ def test_rules_volume_policy_matches_the_rules_share_and_tiers_nest() -> None:
     policy = fit_policy(p, rules_mql, times, PolicyConfig())
     assert policy.mql(p).mean() == pytest.approx(rules_mql.mean(), abs=0.002)
     tiers = policy.tiers(p)
-    assert (tiers == "A").mean() == pytest.approx(0.05, abs=0.002)
+    # The floor nearest the threshold (A's 5%, for a 7% volume) moves onto it: tier A is the MQLs.
+    assert policy.tier_floors["A"] == policy.threshold and policy.mql_tier == "A"
+    assert (tiers == "A").mean() == pytest.approx(rules_mql.mean(), abs=0.002)
     assert (np.isin(tiers, ["A", "B"])).mean() == pytest.approx(0.15, abs=0.002)
+    assert (np.isin(tiers, ["A", "B", "C"])).mean() == pytest.approx(0.40, abs=0.002)
     for better, worse in (("A", "B"), ("B", "C"), ("C", "D")):
         assert p[tiers == better].min() >= p[tiers == worse].max()
 
@@ -102,6 +107,76 @@ def test_other_policy_methods() -> None:
         fit_policy(p, never, weeks, PolicyConfig())
     with pytest.raises(ValueError, match="needs target_precision"):
         PolicyConfig(method="precision")
+
+
+def test_a_tie_at_the_threshold_is_not_flipped_to_mql_whole() -> None:
+    """As on a real export: an isotonic step held 45% of the leads where the threshold fell,
+    and the model called nearly every lead MQL. Now the list stops above the tie."""
+    rng = np.random.default_rng(5)
+    p = np.r_[rng.uniform(0.2, 0.6, 60), np.full(731, 0.05), rng.uniform(0.001, 0.04, 843)]
+    rules_mql = np.arange(len(p)) < round(0.1 * len(p))  # the rules: 10% of leads
+    policy = fit_policy(p, rules_mql, np.zeros(len(p), dtype=np.int64), PolicyConfig())
+    # The choices that split no tie: 60 leads (3.7%) or 791 (48.4%); 3.7% is nearer 10%.
+    assert policy.mql(p).sum() == 60
+    assert policy.details["mql_share"] == pytest.approx(60 / len(p))
+    assert policy.details["tied_share"] == pytest.approx(1 / len(p))
+    assert "3.7% on the calibration slice" in policy.description
+    # Nearer a 30% target, the tie is taken whole (48.4%), and said.
+    wide = fit_policy(p, np.arange(len(p)) < 0.3 * len(p), np.zeros(len(p)), PolicyConfig())
+    assert wide.mql(p).sum() == 791
+    assert wide.details["tied_share"] == pytest.approx(731 / len(p))
+
+
+_RANK = {"A": 0, "B": 1, "C": 2, LAST_TIER: 3}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    # Few distinct values: calibrated probabilities with long runs of ties.
+    values=st.lists(
+        st.sampled_from([0.0001, 0.01, 0.02, 0.05, 0.1, 0.3, 0.31, 0.6, 0.9]),
+        min_size=1,
+        max_size=300,
+    ),
+    rules_share=st.floats(0.005, 0.95),
+    method=st.sampled_from(["rules_volume", "top_share", "precision", "expected_value"]),
+    seed=st.integers(0, 2**16),
+)
+def test_mql_and_tiers_agree_and_no_tie_is_split(
+    values: list[float], rules_share: float, method: str, seed: int
+) -> None:
+    p = np.random.default_rng(seed).permutation(np.asarray(values))
+    rules_mql = np.arange(len(p)) < max(1, round(rules_share * len(p)))
+    config = {
+        "rules_volume": PolicyConfig(),
+        "top_share": PolicyConfig(method="top_share", top_share=rules_share),
+        "precision": PolicyConfig(method="precision", target_precision=0.05),
+        "expected_value": PolicyConfig(
+            method="expected_value", deal_value=100, cost_per_contact=100 * rules_share
+        ),
+    }[method]
+    try:
+        policy = fit_policy(p, rules_mql, np.zeros(len(p), dtype=np.int64), config)
+    except DataContractError:
+        assert method == "precision" and p.mean() < 0.05  # no list reaches the precision
+        return
+    mql, tiers = policy.mql(p), policy.tiers(p)
+    rank = np.array([_RANK[t] for t in tiers])
+    # One rule: MQL iff the tier is at or above the tier whose floor is the threshold.
+    np.testing.assert_array_equal(mql, rank <= _RANK[policy.mql_tier])
+    assert not (mql[:, None] & ~mql[None, :] & (rank[:, None] > rank[None, :])).any()
+    floors = list(policy.tier_floors.values())
+    assert floors == sorted(floors, reverse=True)
+    # A run of tied leads is never split, by the list or by a tier.
+    for value in np.unique(p):
+        assert len(set(mql[p == value])) == 1 and len(set(tiers[p == value])) == 1
+    if method in ("rules_volume", "top_share"):
+        # The share is as near the target as a list of whole runs of ties can be.
+        reachable = [float(np.mean(p >= v)) for v in np.unique(p)]
+        target = float(rules_mql.mean()) if method == "rules_volume" else rules_share
+        assert abs(mql.mean() - target) <= min(abs(r - target) for r in reachable) + 1e-12
+    if method == "precision":
+        assert p[mql].mean() >= 0.05
 
 
 def _booster_and_data(seed: int = 3) -> tuple[lgb.Booster, pd.DataFrame, np.ndarray]:

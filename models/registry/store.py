@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 COMPARE_ARTIFACT = "compare"
 HOLDOUT_FILE = "holdout.parquet"
 SCORECARD_FILE = "suggested_points.yaml"
+SCORECARD_REFUSED_TAG = "scorecard_refused"  # why no suggested points table was logged
 TRACKING_DB = "mlflow.db"
 # Logged as a model from code; never imported here (importing it registers the model object).
 # The bundle's entry point, a file MLflow executes (not imported here: it registers the model).
@@ -253,7 +254,7 @@ def log_and_register(
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_dict(result.drift.as_dict(), "drift.json")
         mlflow.set_tag("drift_warnings", " | ".join(result.drift.warnings) or "none")
-        _log_candidates(result)
+        _log_candidates(result, experiment)
         test = result.test
         write_artifacts(
             result.evaluation,
@@ -301,10 +302,10 @@ def log_and_register(
     )
 
 
-def _log_candidates(result: TrainingResult) -> None:
+def _log_candidates(result: TrainingResult, experiment: str) -> None:
     """One child run per candidate: its settings and the log loss it was chosen by."""
     for fit in result.candidates:
-        with mlflow.start_run(run_name=fit.name, nested=True):
+        with mlflow.start_run(run_name=fit.name, nested=True, experiment_id=experiment):
             mlflow.log_params(
                 {"learner": fit.name, "calibration": fit.calibrator.method,
                  "settings": json.dumps(fit.settings), "chosen": fit is result.chosen}
@@ -328,15 +329,20 @@ def _log_comparison(result: TrainingResult, folder: Path) -> None:
     holdout = result.holdout.assign(reasons=[json.dumps(r) for r in result.holdout["reasons"]])
     holdout.to_parquet(folder / HOLDOUT_FILE, index=False)
     mlflow.log_artifacts(str(folder), COMPARE_ARTIFACT)
-    if result.scorecard is not None and result.scorecard_report is not None:
-        mlflow.log_text(result.scorecard.to_yaml(), SCORECARD_FILE)
+    report = result.scorecard_report
+    if report is not None:
+        # Logged also when the table is refused: the numbers say why.
         mlflow.log_metrics(
             {
                 f"scorecard_{key}": float(value)
-                for key, value in result.scorecard_report.as_dict().items()
+                for key, value in report.as_dict().items()
                 if isinstance(value, int | float) and np.isfinite(value)
             }
         )
+        if report.refused is not None:
+            mlflow.set_tag(SCORECARD_REFUSED_TAG, report.refused)
+    if result.scorecard is not None:
+        mlflow.log_text(result.scorecard.to_yaml(), SCORECARD_FILE)
 
 
 def _run_artifact(scorer: LeadScorer, path: str, folder: Path) -> Path:
@@ -367,6 +373,15 @@ def load_holdout(scorer: LeadScorer) -> pd.DataFrame:
 
 def load_suggested_points(scorer: LeadScorer) -> tuple[PointsRules, dict[str, float]]:
     """The suggested points table logged with a model, and its scorecard_* holdout metrics."""
+    run_id = scorer.metadata.get("run_id")
+    refused = (
+        MlflowClient().get_run(str(run_id)).data.tags.get(SCORECARD_REFUSED_TAG) if run_id else None
+    )
+    if refused:
+        raise DataContractError(
+            f"model v{scorer.model_version} has no suggested points table: {refused}",
+            hint="the model's own MQL flag and tiers keep its lift",
+        )
     with tempfile.TemporaryDirectory() as tmp:
         table = PointsRules.from_yaml(_run_artifact(scorer, SCORECARD_FILE, Path(tmp)))
     metrics = MlflowClient().get_run(str(scorer.metadata["run_id"])).data.metrics

@@ -12,6 +12,12 @@ at its own threshold (`mql`) and at equal volume, its N most likely leads with N
 rules MQLs, so that both lists ask the same amount of work of sales. Equal probabilities go to the
 lower lead_id, so the list does not depend on row order.
 
+The rules' ranking (their deciles) has the evaluation's definition, their calibrated probability
+(`RULES_BASIS`), when the scored leads carry it as `rule_probability`; otherwise it is their points,
+and `rules_ranked_by` says which: the page and the JSON name it. The rules' MQL list is always
+their points' own (`rule_mql`). `model_ties_at_threshold` counts the leads exactly at the model's
+threshold: the model cannot rank them against each other, so they are all on its list or none.
+
 Undefined numbers (the rate of an empty list, a lift when nobody converted) are NaN here, `null`
 in JSON and "n/a" on the page, never a crash or a made-up value.
 
@@ -52,7 +58,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.typing import RcKeyType
 
 from features.storage import atomic_paths
-from models.reports.evaluation import decile_table, list_groups
+from models.reports.evaluation import RULES_BASIS, decile_table, list_groups
 from models.scoring.scorer import LeadScorer
 
 logger = logging.getLogger(__name__)
@@ -65,6 +71,8 @@ OUTCOME = "converted"
 MISSING = "(missing)"
 TIERS = ("A", "B", "C", "D")
 SCORED_COLUMNS = ("lead_id", "probability", "mql", "tier", "rule_score", "rule_mql")
+RULE_PROBABILITY = "rule_probability"  # optional: the rules' calibrated probability
+POINTS_BASIS = "points"
 
 HTML_FILE = "compare.html"
 JSON_FILE = "comparison.json"
@@ -188,6 +196,10 @@ class Comparison:
     model_version: str | None
     source_name: str | None
     period: tuple[str, str] | None  # first and last `as_of` (ISO dates), if the frame has them
+    # Leads exactly at the model's threshold (at its weakest MQL's probability when the
+    # threshold is not given); None without a model MQL or threshold.
+    model_ties_at_threshold: int | None
+    rules_ranked_by: str  # RULES_BASIS or POINTS_BASIS: what `deciles_rules` sorts by
     equal_volume: ListComparison
     own_threshold: ListComparison
     deciles_model: tuple[DecileRow, ...]
@@ -516,7 +528,8 @@ def compare_model_and_rules(
     """Compare the model's MQL list with the rules' on scored leads with a known outcome.
 
     `scored` has the scorer's columns (lead_id, probability, mql, tier, rule_score, rule_mql;
-    threshold, reasons, model_version and as_of are used when present) and the 0/1 `outcome`.
+    threshold, reasons, model_version, as_of and rule_probability are used when present) and
+    the 0/1 `outcome`.
     `source` names an optional lead-source column; costs come from `cost_column` (per lead) or
     `cost_per_lead` (source -> cost of one lead from it), not both. `rules_threshold` (the rules'
     MQL points) sets the rule-score bands; without it, it is read off the rules' MQLs.
@@ -539,6 +552,11 @@ def compare_model_and_rules(
     y = _zero_one(frame[outcome], outcome, lead_id, "compare only leads whose outcome is known")
     probability = _numbers(frame["probability"], "probability", lead_id, 0.0, 1.0)
     rule_score = _numbers(frame["rule_score"], "rule_score", lead_id)
+    rule_probability = (
+        _numbers(frame[RULE_PROBABILITY], RULE_PROBABILITY, lead_id, 0.0, 1.0)
+        if RULE_PROBABILITY in frame.columns
+        else None
+    )
     model_mql = _zero_one(frame["mql"], "mql", lead_id, "score every lead").astype(np.bool_)
     rules_mql = _zero_one(frame["rule_mql"], "rule_mql", lead_id, "score every lead").astype(
         np.bool_
@@ -608,6 +626,9 @@ def compare_model_and_rules(
     version = (
         _single_value(frame["model_version"], "model_version") if "model_version" in frame else None
     )
+    at = float(threshold) if threshold is not None else None
+    if at is None and model_mql.any():
+        at = float(probability[model_mql].min())
     return Comparison(
         n_leads=n,
         converted=converted,
@@ -618,10 +639,12 @@ def compare_model_and_rules(
         model_version=None if version is None else str(version),
         source_name=source,
         period=_period(frame),
+        model_ties_at_threshold=None if at is None else int(np.count_nonzero(probability == at)),
+        rules_ranked_by=POINTS_BASIS if rule_probability is None else RULES_BASIS,
         equal_volume=_list_comparison("equal_volume", model_top, rules_mql, y, base_rate),
         own_threshold=_list_comparison("own_threshold", model_mql, rules_mql, y, base_rate),
         deciles_model=_deciles(y, probability),
-        deciles_rules=_deciles(y, rule_score),
+        deciles_rules=_deciles(y, rule_score if rule_probability is None else rule_probability),
         by_tier=_bands(tier, tier_order, y, base_rate),
         by_rule_band=_bands(band, band_order, y, base_rate),
         by_source=by_source,
@@ -995,7 +1018,11 @@ def _charts(comparison: Comparison) -> dict[str, Markup]:
             [str(row.decile) for row in c.deciles_model],
             [
                 _Series("Model", MODEL_COLOR, [row.lift for row in c.deciles_model]),
-                _Series("Rules", RULES_COLOR, [row.lift for row in c.deciles_rules]),
+                _Series(
+                    f"Rules (by {c.rules_ranked_by})",
+                    RULES_COLOR,
+                    [row.lift for row in c.deciles_rules],
+                ),
             ],
             _lift_axis,
             fmt_ratio,

@@ -11,13 +11,19 @@ keys are valid MLflow metric keys, `Evaluation.tables` are DataFrames, the figur
 matplotlib's object API only (no pyplot: nothing global, no display), and `write_artifacts` writes
 evaluation.json, three PNGs and a self-contained summary.html.
 
+The rules' figures have one definition: their calibrated probability, the points mapped to a
+probability by an isotonic fit on the calibration slice (`RULES_BASIS`), which is also what the
+publish gate compares. Reports name it, because its ROC AUC can differ from the raw points'.
+
 Undefined numbers are NaN, never a crash or a made-up value: AUCs on a single-class sample, rates
 of empty lists, ratios over a zero. In the JSON they become `null`.
 
 Ties: `top_k` breaks them by position (a list must have exactly k leads). Deciles and the gain
 curve do not: a run of tied scores stays in one decile, and the gain curve is linear across it
 (the expected capture under random tie-breaking), so coarse scores such as the isotonic-mapped
-rules are not helped or hurt by row order.
+rules are not helped or hurt by row order. `ties_at_threshold` counts the leads that share the
+probability of the weakest lead on an MQL list: a scorer cannot rank them against each other, so
+a threshold there takes or leaves them as one block.
 """
 
 from __future__ import annotations
@@ -52,6 +58,18 @@ N_DECILES = 10
 MISSING_SEGMENT = "(missing)"
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
 _MAX_KEY_PART = 100  # MLflow keys stop at 250 characters; leave room for prefix and metric name
+
+# What the rules' probability is, named in every report that shows a rules figure.
+RULES_BASIS = "calibrated probability"
+RULES_BASIS_NOTE = (
+    "The rules are judged by their calibrated probability: their points mapped to a probability "
+    "by an isotonic fit on the calibration slice, as the publish gate compares them. Its ROC AUC "
+    "can differ from that of the raw points, because the map gives neighbouring point values "
+    "one probability (ties)."
+)
+
+# A share of leads at the model's threshold worth a warning: one block flips the list's size.
+_MANY_TIES = 0.05
 
 BY_SEGMENT_COLUMNS = [
     "key",
@@ -257,6 +275,17 @@ def mql_metrics(y: npt.ArrayLike, mql: npt.ArrayLike) -> dict[str, float]:
     }
 
 
+def ties_at_threshold(probability: npt.ArrayLike, mql: npt.ArrayLike) -> float:
+    """How many leads share the probability of the weakest lead on the MQL list: the block a
+    threshold there takes (or, for a list not made by that probability, may split). NaN for an
+    empty list."""
+    p = _scores(probability, None, "probability")
+    flags = _flags(mql, len(p), "mql")
+    if not flags.any():
+        return math.nan
+    return float(np.count_nonzero(p == p[flags].min()))
+
+
 def decile_table(y: npt.ArrayLike, score: npt.ArrayLike) -> pd.DataFrame:
     """Conversion by score decile; decile 1 holds the top 10% of leads by score.
 
@@ -411,6 +440,7 @@ class Evaluation:
     tables: dict[str, pd.DataFrame]
     model_name: str = "model"
     rules_name: str = "rules"
+    rules_basis: str = RULES_BASIS  # what the rules' probability is (see RULES_BASIS_NOTE)
 
 
 def metric_key_part(value: object) -> str:
@@ -525,13 +555,18 @@ def evaluate(
     rules: Scores,
     segment: pd.Series | None = None,
     segment_name: str = "lead_source",
+    rules_basis: str = RULES_BASIS,
 ) -> Evaluation:
     """Measure model and rules the same way on the same leads, and compare their MQL lists.
+
+    `rules.probability` is the rules' calibrated probability (`RULES_BASIS`); a caller passing
+    anything else names it in `rules_basis`, which every report shows.
 
     Metric keys (all floats, NaN where undefined):
     - `n_leads`, `base_rate`;
     - per scorer, with prefix `model_` / `rules_`: roc_auc, pr_auc, log_loss, brier, ece,
       mean_probability, mql_count, mql_share, mql_precision, mql_recall, mql_lift,
+      ties_at_threshold (see `ties_at_threshold`), ties_at_threshold_share (of all leads),
       top_decile_lift, decile_<1..10>_conversion_rate;
     - `equal_volume_<compare_lists key>`: the model's top k against the rules' k MQLs;
     - `own_threshold_<compare_lists key>`: each scorer's own MQL flag;
@@ -558,6 +593,9 @@ def evaluate(
                 metrics[f"{prefix}_{key}"] = value
         for key, value in mql_metrics(labels, scores.mql).items():
             metrics[f"{prefix}_mql_{key.removeprefix('mql_')}"] = value
+        ties = ties_at_threshold(scores.probability, scores.mql)
+        metrics[f"{prefix}_ties_at_threshold"] = ties
+        metrics[f"{prefix}_ties_at_threshold_share"] = ties / n
         deciles = decile_table(labels, scores.probability)
         lift = deciles["lift"].to_numpy(dtype=np.float64)
         metrics[f"{prefix}_top_decile_lift"] = float(lift[0])
@@ -587,7 +625,16 @@ def evaluate(
         int(equal_volume["rules_count"]),
         equal_volume["conversion_ratio"],
     )
-    return Evaluation(metrics, tables, model_name=model.name, rules_name=rules.name)
+    if metrics["model_ties_at_threshold_share"] > _MANY_TIES:
+        logger.warning(
+            "%.0f of %d holdout leads (%.0f%%) tie at the model's MQL threshold",
+            metrics["model_ties_at_threshold"],
+            n,
+            100 * metrics["model_ties_at_threshold_share"],
+        )
+    return Evaluation(
+        metrics, tables, model_name=model.name, rules_name=rules.name, rules_basis=rules_basis
+    )
 
 
 HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
@@ -602,6 +649,8 @@ HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
     ("MQL conversion rate", "mql_precision"),
     ("Share of conversions in MQLs", "mql_recall"),
     ("MQL lift over base rate", "mql_lift"),
+    ("Leads tied at the MQL threshold", "ties_at_threshold"),
+    ("Share of leads tied at the MQL threshold", "ties_at_threshold_share"),
     ("Top-decile lift", "top_decile_lift"),
 )
 
@@ -769,6 +818,8 @@ _HEADLINE_KINDS = {
     "mql_precision": "percent",
     "mql_recall": "percent",
     "mql_lift": "ratio",
+    "ties_at_threshold": "count",
+    "ties_at_threshold_share": "percent",
     "top_decile_lift": "ratio",
 }
 
@@ -884,6 +935,22 @@ def summary_html(evaluation: Evaluation, title: str) -> str:
             + _frame_html(by_segment, segment_kinds)
         )
     k = _number(m["equal_volume_rules_count"], "count")
+    ties = m["model_ties_at_threshold"]
+    ties_html = (
+        f'<p id="model-ties">{_number(ties, "count")} of {_number(m["n_leads"], "count")} leads '
+        f"({_number(m['model_ties_at_threshold_share'], 'percent')}) tie exactly at the "
+        f"probability of the weakest {html.escape(names['model'])} MQL: it cannot rank them "
+        "against each other, so its threshold takes them all or none.</p>"
+        if math.isfinite(ties)
+        else f'<p id="model-ties">The {html.escape(names["model"])} makes no MQL here.</p>'
+    )
+    basis = evaluation.rules_basis
+    # The note explains the standard basis; any other is at least named.
+    basis_html = html.escape(
+        RULES_BASIS_NOTE
+        if basis == RULES_BASIS
+        else f"{names['rules']} figures are for their {basis}."
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(title)}</title><style>{_CSS}</style></head>
@@ -893,6 +960,8 @@ def summary_html(evaluation: Evaluation, title: str) -> str:
 within the horizon.</p>
 <h2>{html.escape(names["model"])} against {html.escape(names["rules"])}</h2>
 {_html_table(["metric", names["model"], names["rules"]], headline_rows)}
+{ties_html}
+<p class="note" id="rules-basis">{basis_html}</p>
 <p class="note">ECE: expected calibration error over 10 equal-frequency bins. Lift: conversion
 rate over the base rate.</p>
 <h2>At equal volume: top {k} by {html.escape(names["model"])} against the {k}
@@ -923,6 +992,7 @@ def evaluation_json(evaluation: Evaluation) -> str:
     document = {
         "model_name": evaluation.model_name,
         "rules_name": evaluation.rules_name,
+        "rules_basis": evaluation.rules_basis,
         "metrics": {key: _json_value(value) for key, value in evaluation.metrics.items()},
         "tables": {
             name: [
@@ -970,6 +1040,8 @@ def write_artifacts(
 
 
 __all__ = [
+    "RULES_BASIS",
+    "RULES_BASIS_NOTE",
     "Evaluation",
     "Scores",
     "classification_metrics",
@@ -989,6 +1061,7 @@ __all__ = [
     "score_distribution_figure",
     "segment_table",
     "summary_html",
+    "ties_at_threshold",
     "top_k",
     "write_artifacts",
 ]

@@ -6,12 +6,12 @@ so model and rules are compared on exactly the same information.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Self
 
 import numpy as np
 import pandas as pd
@@ -124,6 +124,16 @@ class PointsRules(BaseModel):
             # Tables without numbers stay readable by versions that do not know the section.
             del data["numbers"]
         return yaml.safe_dump(_whole_numbers_as_int(data), sort_keys=False)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; a changed table recomputes its cached arrays (pydantic's copy would carry the
+        original's over, and score the new table with the old points)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("_arrays", None)
+        if update:
+            # Revalidate what `update` changed, as a table read from YAML is.
+            return type(self).model_validate(copy.model_dump())
+        return copy
 
     def rule_keys(self) -> list[RuleKey]:
         """Every rule of the table, in the order of `points_by_rule`'s columns."""

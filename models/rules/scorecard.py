@@ -1,7 +1,13 @@
 """A suggested points table (scorecard): the sparse integer table that best approximates the model.
 
 Marketers can load it into their marketing automation tool (HubSpot, Marketo, Mautic) like any
-points table; `scorecard_report` says how much of the model's lift it keeps on a holdout.
+points table; `scorecard_report` says how much of the model's lift it keeps on a holdout, and
+refuses the table (`ScorecardReport.refused`, with the reason) when it keeps too little of it or
+ranks no better than chance: a table that looks like a scorecard but is not one is worse than none.
+
+The report's ROC AUCs of the scorecard and the current rules have the evaluation's definition
+(`RULES_BASIS`): each table's points mapped to a probability by an isotonic fit on the
+calibration slice, given as `calibration`; the raw points' AUCs are reported beside them.
 
 The candidates are exactly what the rules format expresses: attribute values, number bands and
 event types (decayed, capped). Their design matrix comes from `PointsRules.points_by_rule`, the
@@ -22,12 +28,13 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.stats import spearmanr
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import lars_path_gram
 from sklearn.metrics import roc_auc_score
 
 from features.config import FeatureConfig
 from features.contract import DataContractError
-from models.reports.evaluation import compare_at_equal_volume
+from models.reports.evaluation import RULES_BASIS, compare_at_equal_volume
 from models.rules.points import (
     RULE_MQL,
     RULE_SCORE,
@@ -39,11 +46,15 @@ from models.rules.points import (
     attributes_at,
     numbers_at,
 )
+from models.training.calibration import PROBABILITY_FLOOR
 
 logger = logging.getLogger(__name__)
 
 # Model probabilities of exactly 0 or 1 (isotonic calibration) would have infinite log-odds.
 _PROBABILITY_CLIP = 1e-6
+# A suggested table must keep at least this share of the model's lift at equal volume.
+MIN_LIFT_KEPT = 0.5
+POINTS_BASIS = "points"
 
 
 class ScorecardConfig(BaseModel):
@@ -158,8 +169,12 @@ class ScorecardReport:
     n_snapshots: int
     base_rate: float
     model_roc_auc: float
+    # Of `roc_auc_basis`: the calibrated probability (as the evaluation) or, without a
+    # calibration slice, the points.
     scorecard_roc_auc: float
     rules_roc_auc: float | None  # None when no current rules were given
+    scorecard_points_roc_auc: float  # of the raw points: ties and all, as a marketer ranks
+    rules_points_roc_auc: float | None
     # The scorecard's MQLs, and the model's top list of the same size.
     list_size: int
     model_list_conversion_rate: float
@@ -168,8 +183,11 @@ class ScorecardReport:
     lift_kept: float
     n_rules: int
     rank_correlation: float  # Spearman, scorecard points vs model probability
+    roc_auc_basis: str = RULES_BASIS
+    # Why the table is not suggested (`refusal`); None when it is.
+    refused: str | None = None
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> dict[str, float | int | str | None]:
         return dataclasses.asdict(self)
 
 
@@ -182,8 +200,15 @@ def scorecard_report(
     labels: npt.ArrayLike,
     model_probability: npt.ArrayLike,
     rules: PointsRules | None = None,
+    calibration: tuple[pd.DataFrame, npt.ArrayLike] | None = None,
+    min_lift_kept: float = MIN_LIFT_KEPT,
 ) -> ScorecardReport:
-    """Model vs scorecard (vs `rules`) on held-out snapshots with known outcomes."""
+    """Model vs scorecard (vs `rules`) on held-out snapshots with known outcomes.
+
+    `calibration` (snapshots before the holdout and their outcomes: the calibration slice) maps
+    each table's points to a probability as training maps the rules', so the AUCs are those the
+    evaluation reports; without it they are the points' own.
+    """
     y = np.asarray(labels).astype(np.int8)
     probability = np.asarray(model_probability, dtype=np.float64)
     scored = scorecard.score(spine, leads, events, features)
@@ -193,17 +218,28 @@ def scorecard_report(
     model_rate = lists["model_conversion_rate"]
     scorecard_rate = lists["rules_conversion_rate"]
     model_lift = model_rate / base - 1 if base > 0 else math.nan
-    rules_auc = (
-        None
-        if rules is None
-        else _roc_auc(y, rules.score(spine, leads, events, features)[RULE_SCORE].to_numpy())
-    )
-    return ScorecardReport(
+
+    def aucs(table: PointsRules, table_points: np.ndarray) -> tuple[float, float]:
+        """ROC AUC of the table on its basis, and of its raw points."""
+        if calibration is None:
+            return _roc_auc(y, table_points), _roc_auc(y, table_points)
+        fit_spine, fit_labels = calibration
+        fit_points = table.score(fit_spine, leads, events, features)[RULE_SCORE].to_numpy()
+        mapped = calibrate_points(fit_points, np.asarray(fit_labels), table_points)
+        return _roc_auc(y, mapped), _roc_auc(y, table_points)
+
+    scorecard_auc, scorecard_points_auc = aucs(scorecard, points)
+    rules_auc: tuple[float | None, float | None] = (None, None)
+    if rules is not None:
+        rules_auc = aucs(rules, rules.score(spine, leads, events, features)[RULE_SCORE].to_numpy())
+    report = ScorecardReport(
         n_snapshots=len(y),
         base_rate=base,
         model_roc_auc=_roc_auc(y, probability),
-        scorecard_roc_auc=_roc_auc(y, points),
-        rules_roc_auc=rules_auc,
+        scorecard_roc_auc=scorecard_auc,
+        rules_roc_auc=rules_auc[0],
+        scorecard_points_roc_auc=scorecard_points_auc,
+        rules_points_roc_auc=rules_auc[1],
         list_size=int(lists["rules_count"]),
         model_list_conversion_rate=model_rate,
         scorecard_list_conversion_rate=scorecard_rate,
@@ -212,6 +248,62 @@ def scorecard_report(
         rank_correlation=float(spearmanr(points, probability).statistic)
         if np.ptp(points) > 0
         else math.nan,
+        roc_auc_basis=POINTS_BASIS if calibration is None else RULES_BASIS,
+    )
+    return dataclasses.replace(report, refused=refusal(scorecard, report, min_lift_kept))
+
+
+def refusal(
+    scorecard: PointsRules, report: ScorecardReport, min_lift_kept: float = MIN_LIFT_KEPT
+) -> str | None:
+    """Why `scorecard` must not be suggested, from its holdout `report`; None when it may be.
+
+    Refused when it keeps less than `min_lift_kept` of the model's lift at equal volume (or the
+    lift cannot be measured), ranks no better than chance (ROC AUC at or below 0.5 on its basis
+    or on its raw points), gives no rule positive points, or makes a lead with no points MQL.
+    """
+    reasons = []
+    if not math.isfinite(report.lift_kept):
+        reasons.append("the model's lift cannot be measured on this holdout")
+    elif report.lift_kept < min_lift_kept:
+        reasons.append(
+            f"it keeps {report.lift_kept:.0%} of the model's lift at equal volume "
+            f"(at least {min_lift_kept:.0%} is needed)"
+        )
+    for auc, basis in (
+        (report.scorecard_roc_auc, report.roc_auc_basis),
+        (report.scorecard_points_roc_auc, POINTS_BASIS),
+    ):
+        if not auc > 0.5:  # NaN too: a ranking that cannot be measured is not suggested
+            reasons.append(f"its ROC AUC ({basis}) is {auc:.3f}, no better than chance")
+            break
+    if not _has_positive_points(scorecard):
+        reasons.append("no rule gives positive points")
+    if scorecard.mql_threshold <= 0:
+        reasons.append(
+            f"its MQL threshold is {scorecard.mql_threshold:g} points, so a lead with no "
+            "points is an MQL"
+        )
+    return "; ".join(reasons) or None
+
+
+def calibrate_points(
+    fit_points: np.ndarray, fit_labels: np.ndarray, points: np.ndarray
+) -> npt.NDArray[np.float64]:
+    """`points` as a probability: the isotonic map from points to outcomes on (`fit_points`,
+    `fit_labels`), as training maps the rules' points on the calibration slice."""
+    isotonic = IsotonicRegression(
+        out_of_bounds="clip", y_min=PROBABILITY_FLOOR, y_max=1 - PROBABILITY_FLOOR
+    )
+    mapped: npt.NDArray[np.float64] = isotonic.fit(fit_points, fit_labels).predict(points)
+    return mapped
+
+
+def _has_positive_points(table: PointsRules) -> bool:
+    return (
+        any(spec.points > 0 for spec in table.events.values())
+        or any(p > 0 for values in table.attributes.values() for p in values.values())
+        or any(band.points > 0 for bands in table.numbers.values() for band in bands)
     )
 
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
 
 from features.build import build_features_at, feature_names
 from features.config import FeatureConfig, SnapshotConfig
@@ -21,10 +20,14 @@ from features.vocabulary import CONVERTED, LEAD_ID
 from models.reports.evaluation import Evaluation, Scores, evaluate
 from models.reports.monitoring import reference_distribution
 from models.rules.points import RULE_MQL, RULE_SCORE, PointsRules
-from models.rules.scorecard import ScorecardReport, fit_scorecard, scorecard_report
+from models.rules.scorecard import (
+    ScorecardReport,
+    calibrate_points,
+    fit_scorecard,
+    scorecard_report,
+)
 from models.scoring.learners import Learner
 from models.scoring.scorer import LeadScorer
-from models.training.calibration import PROBABILITY_FLOOR
 from models.training.candidates import (
     CandidateResult,
     TrainingData,
@@ -313,10 +316,10 @@ def _fit_and_evaluate(
     )
     # The rules' points mapped to a probability on the same calibration rows, so that both
     # go through the same evaluation (log loss, Brier, calibration) on equal terms.
-    rules_calibrator = IsotonicRegression(
-        out_of_bounds="clip", y_min=PROBABILITY_FLOOR, y_max=1 - PROBABILITY_FLOOR
-    )
-    rules_calibrator.fit(rule_scores[RULE_SCORE].to_numpy()[calibration_rows], calibration_labels)
+    calibration_points = rule_scores[RULE_SCORE].to_numpy()[calibration_rows]
+
+    def rules_probability(points: np.ndarray) -> np.ndarray:
+        return calibrate_points(calibration_points, calibration_labels, points)
 
     scorer = LeadScorer(
         learner=learner,
@@ -365,7 +368,7 @@ def _fit_and_evaluate(
             "probability": test_probability,
             "mql": policy.mql(test_probability),
             RULE_SCORE: rule_score,
-            "rule_probability": rules_calibrator.predict(rule_score),
+            "rule_probability": rules_probability(rule_score),
             RULE_MQL: rule_scores[RULE_MQL].to_numpy()[test],
         }
     )
@@ -384,6 +387,8 @@ def _fit_and_evaluate(
     )
     step("evaluated on the newest holdout")
     holdout = _holdout_leads(scorer, examples, test, labels, segment_column)
+    # The rules' figures on the comparison page are of the same calibrated probability.
+    holdout["rule_probability"] = rules_probability(holdout[RULE_SCORE].to_numpy())
     spine = training_set[[LEAD_ID, AS_OF]]
     scorecard, scorecard_summary = _suggest_points(
         examples,
@@ -451,7 +456,9 @@ def _suggest_points(
     config: TrainConfig,
 ) -> tuple[PointsRules | None, ScorecardReport | None]:
     """Fit the suggested points table on rows the model was not trained on (calibration) and
-    judge it on the holdout."""
+    judge it on the holdout. A table the report refuses (`ScorecardReport.refused`: too little
+    of the model's lift, no better than chance, no positive rule) is not returned; its report
+    is, so the numbers and the reason can be shown."""
     if not 0 < mql_share < 1:
         logger.warning("no suggested points table: the model marks no lead (or every lead) MQL")
         return None, None
@@ -468,6 +475,8 @@ def _suggest_points(
     except DataContractError as exc:
         logger.warning("no suggested points table: %s", exc)
         return None, None
+    # The fit rows' outcomes: points become probabilities on them, as the rules' do in training.
+    fit_labels = examples.labels[examples.training_set.index.get_indexer(fit_spine.index)]
     report = scorecard_report(
         scorecard,
         test_spine,
@@ -477,7 +486,11 @@ def _suggest_points(
         test_labels,
         test_probability,
         rules=scorer.rules,
+        calibration=(fit_spine, fit_labels),
     )
+    if report.refused is not None:
+        logger.warning("no suggested points table: %s", report.refused)
+        return None, report
     logger.info(
         "suggested points table: %d rules, keeps %.0f%% of the model's lift on the holdout",
         report.n_rules,
