@@ -1,18 +1,24 @@
 """A synthetic B2B marketing/sales funnel with a known ground truth.
 
 Leads are drawn with fit attributes (industry, size, country, title, source, free-mail or company
-domain) and latent intent; each lead's chance to convert, and when, follows from those latents
-through a deliberately non-linear model (a points table is a fair baseline, a tree model can beat
-it). Their behaviour over months is an event log: nurture emails and what follows them, web
-sessions whose rate fades, webinars, downloads, forms, demo and trial requests, a burst of buying
-signals before a conversion, and the noise real logs carry (security scanners that open every
-email within seconds, random visits, bounced addresses, unsubscribes).
+domain) and latent intent. Events and outcomes come from one latent process per lead: a lead may
+start a buying project (the buying stage) after a lognormal delay, with a chance and timing set
+by its fit and intent through a deliberately non-linear model (a points table is a fair
+baseline, a tree model can beat it); while the project is alive, buying signals (pricing and
+docs pages, demo and trial requests, forms) come at raised rates, and the project converts or
+dies at constant rates. Sales may close a lead as lost before a project starts or after one
+dies. Conversion only happens through the stage. Around that, the event log holds nurture
+emails and what follows them, web sessions whose rate fades, webinars, downloads, and the noise
+real logs carry (security scanners, random visits, bounced addresses, unsubscribes); the lead
+table holds the noise real CRMs have (duplicate records, blanks, inconsistent spelling, late
+close dates). Drift options move the conversion rate, add a lead source or change a form.
 
 Everything is vectorised with numpy and deterministic by seed. Times are kept as float days since
-`config.start` while simulating and floored to whole seconds when the frames are built.
+`config.start` while simulating and floored to whole seconds when the frames are built. No event
+is placed using a draw from after its own time (such as the conversion time).
 
-The truth table holds, per lead, the probabilities and distribution parameters the outcome was
-drawn from, so `true_conversion_probability` is the exact conversion hazard given the latents.
+The truth table holds, per lead, the process parameters and the path of its latent state, so
+`true_conversion_probability` is the exact probability given the state at any as_of.
 """
 
 from __future__ import annotations
@@ -30,21 +36,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy.special import ndtr
 
 from features.storage import write_tables_atomic
 from features.vocabulary import EVENT_TYPES
+from simulator.truth import (
+    NS_PER_SECOND,
+    SECONDS_PER_DAY,
+    FloatArray,
+    IntArray,
+    StageParameters,
+    enter_and_convert,
+)
+from simulator.truth import TimesLike as TimesLike
+from simulator.truth import true_conversion_probability as true_conversion_probability
 
 logger = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-# One time or one per lead: a Timestamp/datetime, a datetime Series/Index, or an array of times.
-TimesLike = datetime | Sequence[datetime] | pd.Series | pd.Index | npt.ArrayLike
-
-SECONDS_PER_DAY: Final = 86_400
-_NS_PER_SECOND: Final = 1_000_000_000
 
 
 class SimulatorConfig(BaseModel):
@@ -69,6 +77,30 @@ class SimulatorConfig(BaseModel):
     scanner_share: float = Field(0.05, ge=0, le=1)
     invalid_email_share: float = Field(0.03, ge=0, le=1)
 
+    # Drift, off by default. Shares are of the creation period (0 its start, 1 its end).
+    # The chance to convert grows by this factor from the first to the last creation time,
+    # reaching the default level at the end.
+    rate_growth: float = Field(1.0, gt=0)
+    # From this share on, a new lead source ("marketplace", a good fit) brings a share of leads.
+    new_source_from: float | None = Field(None, ge=0, lt=1)
+    new_source_share: float = Field(0.15, ge=0, le=1)
+    # From this share on, the web form asks for company size in other bands and leaves it blank
+    # more often. Only the record changes, not the leads.
+    form_change_at: float | None = Field(None, ge=0, lt=1)
+
+    # CRM noise: in the recorded tables only, never in the process the truth describes.
+    # Share of the n_leads records that are a second record of a person who filled in a form
+    # again weeks later (same email and company); sales converts the first record, so the
+    # second never converts.
+    duplicate_share: float = Field(0.01, ge=0, le=0.5)
+    # Share of each of job_title, industry, company_size and country left blank.
+    blank_share: float = Field(0.02, ge=0, le=1)
+    # Share of industry and country values typed in lower case or with a trailing space.
+    messy_text_share: float = Field(0.02, ge=0, le=1)
+    # Share of close dates recorded one to fourteen days late (still open if that is after the
+    # end of the period).
+    late_close_share: float = Field(0.02, ge=0, le=1)
+
     @field_validator("start")
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:
@@ -85,10 +117,14 @@ class SimulatedFunnel:
     lead_source and account_id; `converted` is 1 won / 0 lost / <NA> open at observed_until.
     events: lead_id, ts, event_type (categories EVENT_TYPES), channel, campaign, url (pages,
     clicks, forms, downloads) and value (seconds on a page or in a webinar, else NaN).
-    truth: per lead, what the outcome was drawn from: p_convert_ever, the lognormal conversion
-    delay (delay_mu, delay_sigma, in log-days), p_close_lost with its delay (lost_delay_mu,
-    lost_delay_sigma), p_convert_within_horizon (of `horizon_days` from created_at) and the
-    latents fit, intent, activity, security_scanner, invalid_email.
+    truth: per lead record, the process it follows: the buying stage's chance p_stage and
+    lognormal start (stage_mu, stage_sigma, in log-days after creation), the rates at which a
+    project converts or dies (convert_rate, drop_rate, per day), the early close as lost
+    (p_close_lost, lost_delay_mu, lost_delay_sigma); the path it took, in days after created_at
+    (stage_days, stage_end_days, closed_days; inf for never, and past observed_until too); as
+    of creation, p_convert_ever and p_convert_within_horizon (of `horizon_days`); and the
+    latents fit, intent, activity, security_scanner, invalid_email. Duplicate records have
+    p_stage 0. The noise of the lead table (blanks, spelling, late close dates) is not in it.
     """
 
     leads: pd.DataFrame
@@ -196,13 +232,30 @@ LEAD_SOURCES: Final = (
     "direct",
 )
 _SOURCE_P: Final = np.array([0.20, 0.12, 0.10, 0.08, 0.12, 0.05, 0.05, 0.07, 0.11, 0.10])
-_SOURCE_FIT: Final = np.array([0.0, 0.0, -0.5, 0.0, -0.6, 0.4, 0.3, 0.1, 0.0, 0.2])
-_SOURCE_INTENT: Final = np.array([0.1, 0.3, -0.4, 0.0, -0.6, 0.4, 0.2, 0.0, -0.5, 0.5])
-_SOURCE_FREE_MAIL_WEIGHT: Final = np.array([1.0, 1.0, 1.6, 1.0, 0.7, 0.8, 0.5, 0.6, 0.1, 1.1])
+# Per source, then (last) the NEW_LEAD_SOURCE of the drift option.
+_SOURCE_FIT: Final = np.array([0.0, 0.0, -0.5, 0.0, -0.6, 0.4, 0.3, 0.1, 0.0, 0.2, 0.8])
+_SOURCE_INTENT: Final = np.array([0.1, 0.3, -0.4, 0.0, -0.6, 0.4, 0.2, 0.0, -0.5, 0.5, 0.4])
+_SOURCE_FREE_MAIL_WEIGHT: Final = np.array([1.0, 1.0, 1.6, 1.0, 0.7, 0.8, 0.5, 0.6, 0.1, 1.1, 0.6])
 # Sales works outbound, event and partner leads, so those get closed (lost) more often.
-_SOURCE_CLOSE_LOST_P: Final = np.array([0.60, 0.65, 0.55, 0.65, 0.55, 0.80, 0.80, 0.85, 0.90, 0.65])
-_SOURCE_DELAY_SHIFT: Final = np.array([0.0, -0.05, 0.05, 0.0, 0.1, -0.2, -0.1, 0.0, 0.1, -0.1])
-_SRC = {name: code for code, name in enumerate(LEAD_SOURCES)}
+_SOURCE_CLOSE_LOST_P: Final = np.array(
+    [0.60, 0.65, 0.55, 0.65, 0.55, 0.80, 0.80, 0.85, 0.90, 0.65, 0.60]
+)
+_SOURCE_DELAY_SHIFT: Final = np.array(
+    [0.0, -0.05, 0.05, 0.0, 0.1, -0.2, -0.1, 0.0, 0.1, -0.1, -0.2]
+)
+# With `new_source_from`, leads start coming from an app marketplace listing: people who
+# already use an integration, a better fit than most, who convert sooner.
+NEW_LEAD_SOURCE: Final = "marketplace"
+_SRC = {name: code for code, name in enumerate((*LEAD_SOURCES, NEW_LEAD_SOURCE))}
+
+# The buying stage (see _Latents). Entry odds are e times the odds of converting, 85% at most of
+# projects land, and the median delay to a conversion is split 60/40 between the time to start
+# a project and its time in the stage.
+_STAGE_LOGIT_SHIFT: Final = 1.0
+_LANDING_SHARE: Final = 0.85
+_STAGE_MEDIAN_SHARE: Final = 0.6
+# After a project dies, sales closes the lead (with p_close_lost) after this many days on average.
+_DROPPED_CLOSE_MEAN_DAYS: Final = 20.0
 
 SENIORITIES: Final = (
     "c_level",
@@ -611,13 +664,24 @@ def _draw_creation_times(
 
 
 def _draw_leads(
-    rng: np.random.Generator, config: SimulatorConfig, accounts: _Accounts, calendar: _Calendar
+    rng: np.random.Generator,
+    drift_rng: np.random.Generator,
+    config: SimulatorConfig,
+    accounts: _Accounts,
+    calendar: _Calendar,
 ) -> _Leads:
-    n = config.n_leads
+    n = _n_people(config)
     source = rng.choice(len(LEAD_SOURCES), size=n, p=_SOURCE_P)
     created = _draw_creation_times(rng, source, calendar)
     order = np.argsort(created, kind="stable")  # lead ids follow creation, as in a CRM
     created, source = created[order], source[order]
+    if config.new_source_from is not None:
+        # The new source takes a share of the web-born leads after its launch (its own stream,
+        # so the other draws stay as they are without it).
+        launched = created >= config.new_source_from * calendar.period_days
+        web_born = ~np.isin(source, [_SRC["event"], _SRC["webinar"], _SRC["outbound"]])
+        taken = launched & web_born & (drift_rng.random(n) < config.new_source_share)
+        source = np.where(taken, _SRC[NEW_LEAD_SOURCE], source)
 
     # Outbound prospecting aims at bigger accounts.
     weight = _SIZE_LEAD_WEIGHT[accounts.size] * rng.lognormal(0.0, 0.8, accounts.size.size)
@@ -757,16 +821,27 @@ class _Latents:
     activity: FloatArray  # how much the lead engages, buyer or not
     technical: BoolArray
     job_seeker: BoolArray
-    p_convert_ever: FloatArray
-    delay_mu: FloatArray  # conversion delay ~ lognormal(mu, sigma), in days
-    delay_sigma: FloatArray
-    p_close_lost: FloatArray  # chance a non-converter is eventually closed as lost
+    # The buying stage: entered with probability p_stage, after a lognormal(stage_mu,
+    # stage_sigma) number of days; inside it the project converts at rate convert_rate and dies
+    # at rate drop_rate (per day), whichever comes first.
+    p_stage: FloatArray
+    stage_mu: FloatArray
+    stage_sigma: FloatArray
+    convert_rate: FloatArray
+    drop_rate: FloatArray
+    # Before the stage, sales closes the lead as lost with probability p_close_lost after a
+    # lognormal(lost_delay_mu, lost_delay_sigma) number of days, unless the stage comes first.
+    p_close_lost: FloatArray
     lost_delay_mu: FloatArray
     lost_delay_sigma: FloatArray
 
 
 def _draw_latents(
-    rng: np.random.Generator, config: SimulatorConfig, leads: _Leads, accounts: _Accounts
+    rng: np.random.Generator,
+    config: SimulatorConfig,
+    leads: _Leads,
+    accounts: _Accounts,
+    period_days: float,
 ) -> _Latents:
     n = leads.created.size
     sen = leads.seniority
@@ -836,21 +911,34 @@ def _draw_latents(
     # the outcome is the irreducible randomness.
     logit = config.base_logit + fit + gate * intent_effect
 
-    delay_mu = (
-        np.log(config.conversion_delay_median_days)
-        - 0.25 * np.clip(intent, -2.0, 2.0)
-        + _SIZE_DELAY_SHIFT[leads.size]
-        + _SOURCE_DELAY_SHIFT[leads.source]
+    # A buying project starts more often than it lands: stage entry has higher odds than a
+    # conversion, and good fits land a larger share of their projects (q = converted share).
+    p_convert = _sigmoid(logit)
+    p_stage = _sigmoid(logit + _STAGE_LOGIT_SHIFT)
+    q = _LANDING_SHARE * p_convert / p_stage
+    # Drift: fewer projects start early in the period, rate_growth times fewer at its start than
+    # at its end. The chance to convert is linear in p_stage, so it grows by the same factor.
+    p_stage = p_stage * config.rate_growth ** (leads.created / period_days - 1.0)
+    # Bigger deals take longer; high intent starts the project sooner.
+    size_shift = _SIZE_DELAY_SHIFT[leads.size] + _SOURCE_DELAY_SHIFT[leads.source]
+    stage_mu = (
+        np.log(_STAGE_MEDIAN_SHARE * config.conversion_delay_median_days)
+        - 0.3 * np.clip(intent, -2.0, 2.0)
+        + size_shift
     )
+    median_in_stage = (1.0 - _STAGE_MEDIAN_SHARE) * config.conversion_delay_median_days
+    rate = np.log(2.0) / (median_in_stage * np.exp(size_shift))
     return _Latents(
         fit=fit,
         intent=intent,
         activity=activity,
         technical=technical,
         job_seeker=job_seeker,
-        p_convert_ever=_sigmoid(logit),
-        delay_mu=delay_mu,
-        delay_sigma=np.full(n, 0.7),
+        p_stage=p_stage,
+        stage_mu=stage_mu,
+        stage_sigma=np.full(n, 0.8),
+        convert_rate=q * rate,
+        drop_rate=(1.0 - q) * rate,
         p_close_lost=_SOURCE_CLOSE_LOST_P[leads.source],
         lost_delay_mu=np.log(45.0) + 0.3 * (leads.size >= 4) - 0.1 * np.clip(intent, -2.0, 2.0),
         lost_delay_sigma=np.full(n, 0.9),
@@ -864,11 +952,14 @@ def _draw_latents(
 
 @dataclass(frozen=True)
 class _Outcomes:
-    will_convert: BoolArray  # the Bernoulli draw, whether or not it happens within the period
-    convert_at: FloatArray  # created + conversion delay (may be after the period)
-    won: BoolArray
+    """One path of each lead's latent process; times in days since start, inf when never."""
+
+    stage_at: FloatArray  # entry into the buying stage
+    stage_end: FloatArray  # the project converts or dies
+    won: BoolArray  # within the period
     lost: BoolArray
-    closed_at: FloatArray  # NaN while open
+    closed_at: FloatArray  # won or lost, NaN while open at the end of the period
+    closes_at: FloatArray  # the same on the unbounded path (inf if never closed)
     mail_end: FloatArray  # last moment emails may be sent or opened
     engagement_end: FloatArray  # last moment the lead itself does anything
 
@@ -876,25 +967,46 @@ class _Outcomes:
 def _draw_outcomes(
     rng: np.random.Generator, leads: _Leads, latents: _Latents, period_days: float
 ) -> _Outcomes:
+    """Walk each lead's process forward: lost before a project starts, or a project that lands
+    (won) or dies (then maybe closed lost later). Conversion only happens through the stage, and
+    a lead has one project at most."""
     n = leads.created.size
-    will_convert = rng.random(n) < latents.p_convert_ever
-    convert_at = leads.created + np.exp(
-        latents.delay_mu + latents.delay_sigma * rng.standard_normal(n)
+    created = leads.created
+    inf = np.full(n, np.inf)
+    enters = rng.random(n) < latents.p_stage
+    stage_delay = np.exp(latents.stage_mu + latents.stage_sigma * rng.standard_normal(n))
+    closes_early = rng.random(n) < latents.p_close_lost
+    lost_delay = np.exp(latents.lost_delay_mu + latents.lost_delay_sigma * rng.standard_normal(n))
+    stage_at = np.where(enters, created + stage_delay, inf)
+    early_lost_at = np.where(closes_early, created + lost_delay, inf)
+    # A lead closed as lost never starts a project.
+    stage_at = np.where(early_lost_at < stage_at, inf, stage_at)
+
+    # Competing exponential risks: the first event comes after Exp(rate sum) and is a
+    # conversion with probability convert_rate / rate sum, independently of when.
+    total_rate = latents.convert_rate + latents.drop_rate
+    duration = rng.exponential(1.0, n) / total_rate
+    lands = rng.random(n) * total_rate < latents.convert_rate
+    stage_end = stage_at + duration
+    convert_at = np.where(lands, stage_end, inf)
+    dropped_lost_at = np.where(
+        ~lands & (rng.random(n) < latents.p_close_lost),
+        stage_end + rng.exponential(_DROPPED_CLOSE_MEAN_DAYS, n),
+        inf,
     )
-    lost_at = leads.created + np.exp(
-        latents.lost_delay_mu + latents.lost_delay_sigma * rng.standard_normal(n)
-    )
-    won = will_convert & (convert_at <= period_days)
-    lost = ~will_convert & (rng.random(n) < latents.p_close_lost) & (lost_at <= period_days)
-    closed_at = np.where(won, convert_at, np.where(lost, lost_at, np.nan))
-    mail_end = np.where(won, convert_at, period_days)
+    lost_at = np.where(np.isfinite(stage_at), dropped_lost_at, early_lost_at)
+    closes_at = np.minimum(convert_at, lost_at)
+    won = convert_at <= period_days
+    lost = lost_at <= period_days
+    closed_at = np.where(won | lost, closes_at, np.nan)
     return _Outcomes(
-        will_convert=will_convert,
-        convert_at=convert_at,
+        stage_at=stage_at,
+        stage_end=stage_end,
         won=won,
         lost=lost,
         closed_at=closed_at,
-        mail_end=mail_end,
+        closes_at=closes_at,
+        mail_end=np.where(won, convert_at, period_days),
         engagement_end=np.where(won | lost, closed_at, period_days),
     )
 
@@ -1230,7 +1342,10 @@ def _webinar_events(
 def _creation_events(rng: np.random.Generator, leads: _Leads) -> list[_Events]:
     """The touch that created the lead (webinar registrations are made in _webinar_events)."""
     src, created = leads.source, leads.created
-    web_sources = ("organic_search", "paid_search", "paid_social", "referral", "partner", "direct")
+    web_sources = (
+        "organic_search", "paid_search", "paid_social", "referral", "partner", "direct",
+        NEW_LEAD_SOURCE,
+    )  # fmt: skip
     inbound = np.flatnonzero(np.isin(src, [_SRC[s] for s in web_sources]))
     url = np.where(
         rng.random(inbound.size) < 0.5,
@@ -1253,36 +1368,99 @@ def _creation_events(rng: np.random.Generator, leads: _Leads) -> list[_Events]:
     ]
 
 
-def _burst_events(
+def _stage_events(
     rng: np.random.Generator, leads: _Leads, latents: _Latents, outcomes: _Outcomes
 ) -> list[_Events]:
-    """Buying signals in the one to three weeks before a conversion: pricing, docs, demo, trial."""
-    buyers = np.flatnonzero(outcomes.will_convert)
-    window = rng.uniform(7.0, 21.0, buyers.size)
-    convert_at = outcomes.convert_at[buyers]
-    technical = latents.technical[buyers]
+    """Buying signals while a project is alive: pricing and docs pages, demo and trial requests,
+    contact forms, at steady rates from stage entry until the project converts or dies (or the
+    lead is closed). They depend on the path up to their own time only."""
+    begin = outcomes.stage_at
+    end = np.minimum(outcomes.stage_end, outcomes.engagement_end)
+    live = np.flatnonzero(begin < end)
+    begin, end = begin[live], end[live]
+    technical = latents.technical[live]
 
-    def times(counts: IntArray) -> tuple[IntArray, FloatArray]:
-        lead = np.repeat(buyers, counts)
-        # u² puts most of the activity close to the conversion.
-        t = np.repeat(convert_at, counts) - np.repeat(window, counts) * rng.random(lead.size) ** 2
-        inside = t >= leads.created[lead]
-        return lead[inside], t[inside]
+    def times(rate: FloatArray | float) -> tuple[IntArray, FloatArray]:
+        counts = rng.poisson(np.broadcast_to(rate, begin.shape) * (end - begin))
+        index = np.repeat(np.arange(live.size), counts)
+        t = begin[index] + rng.random(index.size) * (end - begin)[index]
+        return live[index], t
 
-    n = buyers.size
-    sessions_lead, sessions_t = times(rng.poisson(2.0, n))
+    sessions_lead, sessions_t = times(0.15)
     pages = rng.geometric(0.4, sessions_lead.size)
-    # Within the burst, pages are mostly pricing and docs.
+    # Within the stage, pages are mostly pricing and docs.
     p_pricing = np.full(leads.created.size, 0.45)
     p_docs = np.where(latents.technical, 0.35, 0.15)
     out = [_pages(rng, sessions_lead, sessions_t, pages, p_pricing, p_docs, leads, latents)]
-    demo_lead, demo_t = times((rng.random(n) < 0.6).astype(np.int64))
+    demo_lead, demo_t = times(0.04)
     out.append(_demo_requests(demo_lead, demo_t, leads))
-    trial_lead, trial_t = times((rng.random(n) < 0.25 + 0.2 * technical).astype(np.int64))
+    trial_lead, trial_t = times(np.where(technical, 0.03, 0.015))
     out.append(_events(trial_lead, trial_t, "trial_request", "web", None, "/trial"))
-    form_lead, form_t = times((rng.random(n) < 0.25).astype(np.int64))
+    form_lead, form_t = times(0.015)
     out.append(_events(form_lead, form_t, "form_fill", "web", None, "/contact"))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Duplicate records (CRM noise)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Records:
+    """Lead records: the n leads, then duplicates; record n + j is a second record of lead
+    original[j]. Times in days since start."""
+
+    original: IntArray
+    created: FloatArray  # per record
+    mail_end: FloatArray
+    engagement_end: FloatArray
+    duplicate_lost_at: FloatArray  # per duplicate: closed as lost (a duplicate), inf if never
+
+
+def _n_people(config: SimulatorConfig) -> int:
+    """Leads (people); the lead table holds them and their duplicate records, n_leads rows."""
+    duplicates = min(round(config.n_leads * config.duplicate_share), config.n_leads - 1)
+    return config.n_leads - duplicates
+
+
+def _draw_duplicates(
+    rng: np.random.Generator,
+    config: SimulatorConfig,
+    leads: _Leads,
+    outcomes: _Outcomes,
+    period_days: float,
+) -> tuple[_Records, list[_Events]]:
+    """Second records of people who fill in a form again, weeks after their first; sales closes
+    about half of them as lost a few weeks later. Their only event is that form fill."""
+    n = leads.created.size
+    original = np.sort(rng.choice(n, size=config.n_leads - n, replace=False))
+    first = leads.created[original]
+    created = first + rng.exponential(30.0, original.size)
+    # Second records come in before the end of the period (the table has n_leads rows).
+    late = created >= period_days
+    created[late] = first[late] + rng.random(int(late.sum())) * (period_days - first[late])
+    closes = rng.random(original.size) < 0.5
+    lost_at = np.where(closes, created + rng.exponential(20.0, original.size), np.inf)
+    end = np.where(lost_at <= period_days, lost_at, period_days)
+    records = _Records(
+        original=original,
+        created=np.concatenate([leads.created, created]),
+        mail_end=np.concatenate([outcomes.mail_end, end]),
+        engagement_end=np.concatenate([outcomes.engagement_end, end]),
+        duplicate_lost_at=lost_at,
+    )
+    form = _events(n + np.arange(original.size), created, "form_fill", "web", None, "/contact")
+    return records, [form]
+
+
+def _with_duplicates(
+    frame: pd.DataFrame, records: _Records, columns: dict[str, float | FloatArray]
+) -> pd.DataFrame:
+    """`frame` (one row per lead, in lead order) with a row per duplicate appended: a copy of
+    its original's row, with `columns` overridden."""
+    copies = frame.iloc[records.original].reset_index(drop=True).assign(**columns)
+    return pd.concat([frame, copies], ignore_index=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1305,14 +1483,14 @@ def _to_seconds(days: FloatArray) -> IntArray:
 def _timestamps(
     start: pd.Timestamp, seconds: IntArray, valid: BoolArray | None = None
 ) -> pd.Series:
-    nanoseconds = start.as_unit("ns").value + seconds * _NS_PER_SECOND
+    nanoseconds = start.as_unit("ns").value + seconds * NS_PER_SECOND
     if valid is not None:
         nanoseconds = np.where(valid, nanoseconds, np.iinfo(np.int64).min)  # int64 min is NaT
     return pd.Series(nanoseconds.view("M8[ns]")).dt.tz_localize("UTC")
 
 
 def _events_frame(
-    batches: Sequence[_Events], leads: _Leads, outcomes: _Outcomes, calendar: _Calendar
+    batches: Sequence[_Events], records: _Records, calendar: _Calendar
 ) -> pd.DataFrame:
     lead = np.concatenate([b.lead for b in batches])
     seconds = _to_seconds(np.concatenate([b.t for b in batches]))
@@ -1321,10 +1499,10 @@ def _events_frame(
     # mailing list; nothing is recorded after the end of the observed period.
     cap = np.where(
         _EMAIL_KINDS[kind],
-        _to_seconds(outcomes.mail_end)[lead],
-        _to_seconds(outcomes.engagement_end)[lead],
+        _to_seconds(records.mail_end)[lead],
+        _to_seconds(records.engagement_end)[lead],
     )
-    keep = (seconds <= cap) & (seconds >= _to_seconds(leads.created)[lead])
+    keep = (seconds <= cap) & (seconds >= _to_seconds(records.created)[lead])
     order = np.flatnonzero(keep)
     order = order[np.lexsort((lead[order], seconds[order]))]
 
@@ -1344,51 +1522,126 @@ def _events_frame(
     )
 
 
+# With `form_change_at`, the web form's size bands after the change, and for each old band the
+# new one it falls in; the new form also leaves the field blank far more often.
+NEW_FORM_COMPANY_SIZES: Final = ("1-49", "50-249", "250-999", "1000+")
+_NEW_FORM_BAND: Final = np.array([0, 0, 1, 2, 3, 3])
+_NEW_FORM_BLANK_P: Final = 0.3
+
+
+def _recorded_company_size(
+    rng: np.random.Generator,
+    config: SimulatorConfig,
+    size: IntArray,
+    created: FloatArray,
+    calendar: _Calendar,
+) -> pd.Categorical[str]:
+    """Company size as the form of the day recorded it, per record."""
+    if config.form_change_at is None:
+        return _categorical(size, COMPANY_SIZES, ordered=True)
+    # Old and new bands overlap, so the column is no longer ordered.
+    changed = created >= config.form_change_at * calendar.period_days
+    blank = changed & (rng.random(size.size) < _NEW_FORM_BLANK_P)
+    codes = np.where(changed, len(COMPANY_SIZES) + _NEW_FORM_BAND[size], size)
+    return _categorical(np.where(blank, -1, codes), (*COMPANY_SIZES, *NEW_FORM_COMPANY_SIZES))
+
+
+def _lead_sources(config: SimulatorConfig) -> tuple[str, ...]:
+    """The source vocabulary: the new source is a level only when the option brings it."""
+    return LEAD_SOURCES if config.new_source_from is None else (*LEAD_SOURCES, NEW_LEAD_SOURCE)
+
+
 def _leads_frame(
-    leads: _Leads, accounts: _Accounts, outcomes: _Outcomes, calendar: _Calendar
+    rng: np.random.Generator,
+    noise_rng: np.random.Generator,
+    config: SimulatorConfig,
+    leads: _Leads,
+    accounts: _Accounts,
+    outcomes: _Outcomes,
+    records: _Records,
+    calendar: _Calendar,
 ) -> pd.DataFrame:
-    closed = outcomes.won | outcomes.lost
-    closed_seconds = _to_seconds(np.where(closed, outcomes.closed_at, 0.0))
-    converted = pd.arrays.IntegerArray(outcomes.won.astype(np.int8), mask=~closed)
-    return pd.DataFrame(
+    # Recorded as lost, or won; per record (duplicates last), then some dates recorded late.
+    n_dup = records.original.size
+    won = np.concatenate([outcomes.won, np.zeros(n_dup, dtype=bool)])
+    lost = np.concatenate([outcomes.lost, records.duplicate_lost_at <= calendar.period_days])
+    closed_at = np.concatenate([outcomes.closed_at, records.duplicate_lost_at])
+    closed = won | lost
+    late = closed & (noise_rng.random(closed.size) < config.late_close_share)
+    closed_at = closed_at + np.where(late, noise_rng.uniform(1.0, 14.0, closed.size), 0.0)
+    closed &= closed_at <= calendar.period_days
+    closed_seconds = _to_seconds(np.where(closed, closed_at, 0.0))
+    frame = pd.DataFrame(
         {
-            "lead_id": np.arange(1, leads.created.size + 1, dtype=np.int64),
-            "created_at": _timestamps(calendar.start, _to_seconds(leads.created)),
             "email": leads.email.to_pandas(),
             "job_title": leads.job_title.to_pandas(),
-            "industry": _categorical(leads.industry, INDUSTRIES),
-            "company_size": _categorical(leads.size, COMPANY_SIZES, ordered=True),
-            "country": _categorical(leads.country, COUNTRIES),
-            "lead_source": _categorical(leads.source, LEAD_SOURCES),
+            "industry": leads.industry,
+            "company_size": leads.size,
+            "country": leads.country,
+            "lead_source": _categorical(leads.source, _lead_sources(config)),
             "account_id": accounts.account_id[leads.account],
-            "converted": converted,
-            "closed_at": _timestamps(calendar.start, closed_seconds, closed),
         }
     )
+    frame = _with_duplicates(frame, records, {})
+    frame.insert(0, "lead_id", np.arange(1, len(frame) + 1, dtype=np.int64))
+    frame.insert(1, "created_at", _timestamps(calendar.start, _to_seconds(records.created)))
+    frame["company_size"] = _recorded_company_size(
+        rng, config, frame["company_size"].to_numpy(), records.created, calendar
+    )
+    frame["industry"] = _messy_categorical(noise_rng, config, frame["industry"], INDUSTRIES)
+    frame["country"] = _messy_categorical(noise_rng, config, frame["country"], COUNTRIES)
+    for column in ("job_title", "industry", "company_size", "country"):
+        blank = noise_rng.random(len(frame)) < config.blank_share
+        frame[column] = frame[column].mask(blank)
+    frame["converted"] = pd.arrays.IntegerArray(won.astype(np.int8), mask=~closed)
+    frame["closed_at"] = _timestamps(calendar.start, closed_seconds, closed)
+    return frame
+
+
+def _messy_categorical(
+    rng: np.random.Generator, config: SimulatorConfig, codes: pd.Series, levels: Sequence[str]
+) -> pd.Categorical[str]:
+    """Codes to a categorical where a share of values is typed in lower case or with a trailing
+    space ("software", "Software "); every variant is a level, so schemas match across seeds."""
+    if config.messy_text_share == 0:
+        return _categorical(codes.to_numpy(), levels)
+    variant = np.where(
+        rng.random(len(codes)) < config.messy_text_share, rng.integers(1, 3, len(codes)), 0
+    )
+    variants = (*levels, *(v.lower() for v in levels), *(f"{v} " for v in levels))
+    return _categorical(variant * len(levels) + codes.to_numpy(), variants)
 
 
 def _truth_frame(
-    leads_frame: pd.DataFrame, leads: _Leads, latents: _Latents, horizon_days: int
+    leads_frame: pd.DataFrame,
+    leads: _Leads,
+    latents: _Latents,
+    outcomes: _Outcomes,
+    records: _Records,
+    horizon_days: int,
 ) -> pd.DataFrame:
     n = leads.created.size
-    within = _conversion_within(
-        latents.p_convert_ever,
-        latents.delay_mu,
-        latents.delay_sigma,
-        np.zeros(n),
-        float(horizon_days),
+    stage = StageParameters(
+        p_stage=latents.p_stage,
+        stage_mu=latents.stage_mu,
+        stage_sigma=latents.stage_sigma,
+        convert_rate=latents.convert_rate,
+        drop_rate=latents.drop_rate,
+        p_close_lost=latents.p_close_lost,
+        lost_delay_mu=latents.lost_delay_mu,
+        lost_delay_sigma=latents.lost_delay_sigma,
     )
-    return pd.DataFrame(
+    zero = np.zeros(n)
+    # Days since the lead's created_at as recorded (whole seconds), so the path and as_of agree.
+    created = _to_seconds(leads.created) / SECONDS_PER_DAY
+    frame = pd.DataFrame(
         {
-            "lead_id": leads_frame["lead_id"],
-            "created_at": leads_frame["created_at"],
-            "p_convert_ever": latents.p_convert_ever,
-            "delay_mu": latents.delay_mu,
-            "delay_sigma": latents.delay_sigma,
-            "p_close_lost": latents.p_close_lost,
-            "lost_delay_mu": latents.lost_delay_mu,
-            "lost_delay_sigma": latents.lost_delay_sigma,
-            "p_convert_within_horizon": within,
+            "p_convert_ever": enter_and_convert(stage, zero, np.full(n, np.inf)),
+            "p_convert_within_horizon": enter_and_convert(stage, zero, zero + horizon_days),
+            **{name: getattr(stage, name) for name in StageParameters.__dataclass_fields__},
+            "stage_days": outcomes.stage_at - created,
+            "stage_end_days": outcomes.stage_end - created,
+            "closed_days": outcomes.closes_at - created,
             "fit": latents.fit,
             "intent": latents.intent,
             "activity": latents.activity,
@@ -1396,6 +1649,23 @@ def _truth_frame(
             "invalid_email": leads.invalid_email,
         }
     )
+    # A duplicate record never converts: no buying stage, only its closing as a duplicate.
+    dup_created = _to_seconds(records.created[n:]) / SECONDS_PER_DAY
+    frame = _with_duplicates(
+        frame,
+        records,
+        {
+            "p_convert_ever": 0.0,
+            "p_convert_within_horizon": 0.0,
+            "p_stage": 0.0,
+            "stage_days": np.inf,
+            "stage_end_days": np.inf,
+            "closed_days": records.duplicate_lost_at - dup_created,
+        },
+    )
+    frame.insert(0, "lead_id", leads_frame["lead_id"])
+    frame.insert(1, "created_at", leads_frame["created_at"])
+    return frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -1409,7 +1679,7 @@ SIMULATION_STEPS: Final = (
     "outcomes",
     "email events",
     "engagement events",
-    "buying bursts",
+    "buying stages",
     "event table",
     "lead and truth tables",
 )
@@ -1429,28 +1699,33 @@ def simulate_funnel(
             on_step(name)
 
     # One independent stream per stage, so a change in one stage leaves the others' draws alone.
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(6)]
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(10)]
     calendar = _calendar(config)
 
     step("fit attributes")
     accounts = _draw_accounts(rngs[0], config)
-    leads = _draw_leads(rngs[0], config, accounts, calendar)
+    leads = _draw_leads(rngs[0], rngs[6], config, accounts, calendar)
     step("latents")
-    latents = _draw_latents(rngs[1], config, leads, accounts)
+    latents = _draw_latents(rngs[1], config, leads, accounts, calendar.period_days)
     step("outcomes")
     outcomes = _draw_outcomes(rngs[2], leads, latents, calendar.period_days)
     step("email events")
     batches = _email_events(rngs[3], leads, latents, outcomes, calendar)
     step("engagement events")
     batches += _engagement_events(rngs[4], config, leads, latents, outcomes, calendar)
-    step("buying bursts")
-    batches += _burst_events(rngs[5], leads, latents, outcomes)
+    step("buying stages")
+    batches += _stage_events(rngs[5], leads, latents, outcomes)
     step("event table")
-    events_frame = _events_frame(batches, leads, outcomes, calendar)
+    records, duplicate_events = _draw_duplicates(
+        rngs[8], config, leads, outcomes, calendar.period_days
+    )
+    events_frame = _events_frame([*batches, *duplicate_events], records, calendar)
     del batches
     step("lead and truth tables")
-    leads_frame = _leads_frame(leads, accounts, outcomes, calendar)
-    truth_frame = _truth_frame(leads_frame, leads, latents, config.horizon_days)
+    leads_frame = _leads_frame(
+        rngs[7], rngs[9], config, leads, accounts, outcomes, records, calendar
+    )
+    truth_frame = _truth_frame(leads_frame, leads, latents, outcomes, records, config.horizon_days)
     logger.info(
         "simulated %d leads, %d events, %d won, %d lost, %d open",
         len(leads_frame),
@@ -1466,86 +1741,6 @@ def simulate_funnel(
         observed_until=calendar.end,
         horizon_days=config.horizon_days,
     )
-
-
-def _lognormal_cdf(days: FloatArray, mu: FloatArray, sigma: FloatArray) -> FloatArray:
-    positive = days > 0
-    z = (np.log(np.where(positive, days, 1.0)) - mu) / sigma
-    return np.where(positive, ndtr(z), 0.0)
-
-
-def _conversion_within(
-    p_ever: FloatArray,
-    mu: FloatArray,
-    sigma: FloatArray,
-    elapsed_days: FloatArray,
-    horizon_days: float,
-) -> FloatArray:
-    """P(convert in [elapsed, elapsed + horizon) | not converted before elapsed)."""
-    before = _lognormal_cdf(elapsed_days, mu, sigma)
-    by_end = _lognormal_cdf(elapsed_days + horizon_days, mu, sigma)
-    return p_ever * (by_end - before) / (1.0 - p_ever * before)
-
-
-def true_conversion_probability(
-    truth: pd.DataFrame,
-    lead_ids: npt.ArrayLike,
-    as_of: TimesLike,
-    horizon_days: int,
-    *,
-    given_open: bool = False,
-) -> FloatArray:
-    """The true probability that each lead converts in [as_of, as_of + horizon_days), given it has
-    not converted before as_of, from the latent parameters in `truth`.
-
-    `as_of` is one time or one per lead; naive times are read as UTC. With `given_open`, also
-    condition on the lead not having been closed as lost before as_of (i.e. it is still open),
-    which is what a model scoring open leads estimates. NaN where as_of is missing.
-    """
-    if horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
-    ids = np.asarray(lead_ids, dtype=np.int64).reshape(-1)
-    position: IntArray = pd.Index(truth["lead_id"]).get_indexer(ids).astype(np.int64)
-    if (position < 0).any():
-        missing = ids[position < 0][:5].tolist()
-        raise KeyError(f"lead_id not in truth: {missing}")
-
-    as_of_ns = _utc_nanoseconds(as_of, ids.size)
-    created_ns = _utc_nanoseconds(truth["created_at"], len(truth))[position]
-    elapsed = (as_of_ns - created_ns) / (SECONDS_PER_DAY * _NS_PER_SECOND)
-
-    def latent(name: str) -> FloatArray:
-        values: FloatArray = truth[name].to_numpy(dtype=np.float64)
-        return values[position]
-
-    p, mu, sigma = latent("p_convert_ever"), latent("delay_mu"), latent("delay_sigma")
-    if not given_open:
-        result = _conversion_within(p, mu, sigma, elapsed, float(horizon_days))
-    else:
-        before = _lognormal_cdf(elapsed, mu, sigma)
-        by_end = _lognormal_cdf(elapsed + horizon_days, mu, sigma)
-        lost_before = latent("p_close_lost") * _lognormal_cdf(
-            elapsed, latent("lost_delay_mu"), latent("lost_delay_sigma")
-        )
-        # Converters are never closed as lost; non-converters may have been.
-        still_open = p * (1.0 - before) + (1.0 - p) * (1.0 - lost_before)
-        result = p * (by_end - before) / still_open
-    return np.where(as_of_ns == np.iinfo(np.int64).min, np.nan, result)
-
-
-def _utc_nanoseconds(values: object, n: int) -> IntArray:
-    """Nanoseconds since the epoch (UTC) of one time, broadcast to n, or of n times."""
-    if isinstance(values, pd.Series | pd.Index):
-        converted = pd.to_datetime(values, utc=True)
-    else:
-        converted = pd.to_datetime(values, utc=True)  # type: ignore[call-overload]
-    if isinstance(converted, pd.Timestamp):
-        return np.full(n, converted.as_unit("ns").value, dtype=np.int64)
-    index = pd.DatetimeIndex(converted).as_unit("ns").tz_localize(None)
-    nanoseconds = index.to_numpy().view(np.int64)
-    if nanoseconds.size != n:
-        raise ValueError(f"expected one as_of or {n}, got {nanoseconds.size}")
-    return nanoseconds
 
 
 def write_funnel(funnel: SimulatedFunnel, out_dir: Path) -> list[Path]:

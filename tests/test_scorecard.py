@@ -26,7 +26,9 @@ from models.rules.scorecard import (
     refusal,
     scorecard_report,
 )
-from simulator.funnel import SimulatorConfig, simulate_funnel, true_conversion_probability
+from models.training.config import TrainConfig
+from models.training.train import train_lead_scorer
+from simulator.funnel import SimulatorConfig, simulate_funnel
 
 FEATURES = FeatureConfig()
 CONFIG = ScorecardConfig(max_rules=20)
@@ -47,12 +49,19 @@ class Fitted:
 
 
 def _fit(funnel_seed: int = 2) -> Fitted:
-    """A simulated funnel split by time; the 'model' is the simulator's true probability."""
-    funnel = simulate_funnel(SimulatorConfig(n_leads=4_000, seed=funnel_seed))
+    """A simulated funnel split by time; the model is the product's, trained on it. (Not the
+    simulator's truth: that knows whether a buying project is under way, which no points table
+    and no model can see.)"""
+    funnel = simulate_funnel(SimulatorConfig(n_leads=6_000, seed=funnel_seed))
+    snapshots = SnapshotConfig(observed_until=funnel.observed_until)
+    scorer = train_lead_scorer(
+        funnel.leads, funnel.events, features=FEATURES, snapshots=snapshots,
+        rules=PointsRules.default(), config=TrainConfig(),
+    ).scorer  # fmt: skip
     spine = snapshot_spine(funnel.leads, SnapshotConfig(), funnel.observed_until)
-    probability = true_conversion_probability(
-        funnel.truth, spine["lead_id"], spine[AS_OF], funnel.horizon_days, given_open=True
-    )
+    probability = scorer.score_snapshots(spine, funnel.leads, funnel.events, with_reasons=False)[
+        "probability"
+    ].to_numpy()
     labels = label_snapshots(spine, funnel.leads, funnel.horizon_days)
     cut = int(0.7 * len(spine))  # the spine is in time order: fit on older, report on newer
     older, newer = spine.iloc[:cut].reset_index(drop=True), spine.iloc[cut:].reset_index(drop=True)
@@ -119,16 +128,17 @@ def test_scorecard_keeps_most_of_the_models_lift_on_newer_snapshots(fitted: Fitt
     default = scorecard_report(
         fitted.scorecard, *args, fitted.probability_newer, PointsRules.default()
     )
-    # Measured: 0.73 here; with 25 rules 0.64-0.84 over seeds 1-6 and 0.77 on 100k snapshots.
+    # Measured over funnel seeds 2, 3, 4 (this test runs seed 2): lift kept 1.03 / 0.72 / 0.86;
+    # list conversion 3.9 / 2.7 / 4.7x the base rate; ROC AUC model 0.77-0.81, scorecard
+    # 0.73-0.80, default rules 0.68-0.74, one point per action 0.54-0.59.
     assert report.lift_kept > 0.6
-    assert report.scorecard_list_conversion_rate > 3 * report.base_rate
-    # Measured: model 0.88, scorecard 0.82, default rules 0.71, one point per action 0.54.
+    assert report.scorecard_list_conversion_rate > 2.5 * report.base_rate
     assert report.scorecard_roc_auc > report.model_roc_auc - 0.1
     assert (
-        report.rules_roc_auc is not None and report.scorecard_roc_auc > report.rules_roc_auc + 0.2
+        report.rules_roc_auc is not None and report.scorecard_roc_auc > report.rules_roc_auc + 0.15
     )
     assert default.rules_roc_auc is not None
-    assert report.scorecard_roc_auc > default.rules_roc_auc + 0.08
+    assert report.scorecard_roc_auc > default.rules_roc_auc + 0.03
     assert report.rank_correlation > 0.7
     assert report.n_rules == len(fitted.scorecard.rule_keys())
     assert report.list_size == fitted.scorecard.score(*args[:4])[RULE_MQL].sum()
@@ -185,7 +195,6 @@ def test_a_table_that_keeps_little_lift_or_ranks_like_chance_is_refused(fitted: 
     assert reason is not None
     assert "no rule gives positive points" in reason and "0 points" in reason
     # A real refused table: points that rank leads backwards.
-    # (Built anew: `model_copy(update=...)` would keep the cached points of the original.)
     card = fitted.scorecard
     backwards = PointsRules(
         mql_threshold=card.mql_threshold,
@@ -195,7 +204,7 @@ def test_a_table_that_keeps_little_lift_or_ranks_like_chance_is_refused(fitted: 
     )
     refused = scorecard_report(backwards, *args, fitted.probability_newer)
     assert refused.refused is not None
-    assert "of the model's lift" in refused.refused and "no better than chance" in refused.refused
+    assert "model's lift" in refused.refused and "no better than chance" in refused.refused
 
 
 def test_training_keeps_the_report_of_a_refused_table(

@@ -56,12 +56,10 @@ def lead_payload(
         "lead_id": str(lead["lead_id"]),
         "created_at": lead["created_at"].isoformat(),
         "as_of": as_of.isoformat(),
-        "job_title": lead["job_title"],
-        "email": lead["email"],
-        "industry": str(lead["industry"]),
-        "company_size": str(lead["company_size"]),
-        "country": str(lead["country"]),
-        "lead_source": str(lead["lead_source"]),
+        **{
+            name: None if pd.isna(lead[name]) else str(lead[name])  # a blank field as null
+            for name in ("job_title", "email", "industry", "company_size", "country", "lead_source")
+        },
         "events": [
             {"ts": ts.isoformat(), "event_type": str(kind)}
             for ts, kind in zip(mine["ts"], mine["event_type"], strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
 
@@ -9,12 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
-from scipy.special import ndtr
 from scipy.stats import kstest
 from sklearn.metrics import roc_auc_score
 
-from features.config import FREE_MAIL_DOMAINS
+from features.config import FREE_MAIL_DOMAINS, FeatureConfig, SnapshotConfig
+from features.training import LABEL
 from features.vocabulary import EVENT_TYPES
+from models.rules.points import PointsRules
+from models.training.config import TrainConfig
+from models.training.train import train_lead_scorer
 from simulator import funnel as simulator
 from simulator.funnel import (
     SimulatedFunnel,
@@ -37,6 +41,16 @@ def funnel() -> SimulatedFunnel:
 @pytest.fixture(scope="module")
 def medium() -> SimulatedFunnel:
     return simulate_funnel(MEDIUM)
+
+
+# Close dates recorded late disagree with the process on purpose; the truth is checked against
+# outcomes recorded on time.
+ON_TIME = MEDIUM.model_copy(update={"late_close_share": 0.0})
+
+
+@pytest.fixture(scope="module")
+def on_time() -> SimulatedFunnel:
+    return simulate_funnel(ON_TIME)
 
 
 def _events_with_leads(funnel: SimulatedFunnel) -> pd.DataFrame:
@@ -109,7 +123,7 @@ def test_same_seed_writes_byte_identical_files(funnel: SimulatedFunnel, tmp_path
 
 def test_leads_contract(funnel: SimulatedFunnel) -> None:
     leads = funnel.leads
-    assert len(leads) == SMALL.n_leads
+    assert len(leads) == SMALL.n_leads  # duplicate records included
     assert leads["lead_id"].dtype == np.int64
     assert leads["lead_id"].is_unique
     assert leads["account_id"].dtype == np.int64
@@ -124,7 +138,14 @@ def test_leads_contract(funnel: SimulatedFunnel) -> None:
     assert leads["lead_source"].cat.categories.tolist() == list(simulator.LEAD_SOURCES)
     assert pd.api.types.is_string_dtype(leads["email"])
     assert pd.api.types.is_string_dtype(leads["job_title"])
-    assert leads[["email", "job_title", "industry", "country"]].notna().all().all()
+    assert leads["email"].notna().all()
+    # Every spelling a CRM holds is a level, so schemas match across seeds.
+    industries = list(simulator.INDUSTRIES)
+    assert leads["industry"].cat.categories.tolist() == [
+        *industries,
+        *(v.lower() for v in industries),
+        *(f"{v} " for v in industries),
+    ]
 
 
 def test_outcome_columns_agree(funnel: SimulatedFunnel) -> None:
@@ -226,11 +247,27 @@ def test_no_sends_after_unsubscribe(funnel: SimulatedFunnel) -> None:
 def test_truth_contract(funnel: SimulatedFunnel) -> None:
     truth = funnel.truth
     assert truth["lead_id"].equals(funnel.leads["lead_id"])
-    for column in ("p_convert_ever", "p_convert_within_horizon", "p_close_lost"):
+    for column in ("p_convert_ever", "p_convert_within_horizon", "p_stage", "p_close_lost"):
         assert truth[column].between(0.0, 1.0).all(), column
     assert (truth["p_convert_within_horizon"] <= truth["p_convert_ever"]).all()
-    assert (truth["delay_sigma"] > 0).all()
+    assert (truth["p_convert_ever"] <= truth["p_stage"]).all()
+    assert (truth[["stage_sigma", "convert_rate", "drop_rate", "lost_delay_sigma"]] > 0).all().all()
+    # The path: a project starts after creation and ends after it starts; closes follow.
+    assert (truth["stage_days"] > 0).all()
+    assert (truth["stage_end_days"] >= truth["stage_days"]).all()
+    assert (truth["closed_days"] > 0).all()
     assert {"fit", "intent", "activity", "security_scanner"} <= set(truth.columns)
+
+
+def test_conversions_happen_only_through_a_buying_stage(funnel: SimulatedFunnel) -> None:
+    leads, truth = funnel.leads, funnel.truth
+    won = leads["converted"].eq(1).fillna(False).to_numpy()
+    days = (leads["closed_at"] - leads["created_at"]).dt.total_seconds().to_numpy() / 86_400
+    assert np.isfinite(truth["stage_days"].to_numpy()[won]).all()
+    # Recorded at the conversion, or a few days late now and then.
+    late = days[won] - truth["stage_end_days"].to_numpy()[won]
+    assert (late > -1e-4).all() and (late < 14).all()
+    assert (late < 1e-4).mean() > 0.9
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +285,7 @@ def test_outcome_rates_are_realistic(medium: SimulatedFunnel) -> None:
     within = leads["converted"].eq(1).fillna(False) & (
         leads["closed_at"] - leads["created_at"] < horizon
     )
-    assert 0.05 <= within[seen].mean() <= 0.15
+    assert 0.04 <= within[seen].mean() <= 0.15
     # Many leads are still open, and more so among those created late.
     is_open = leads["converted"].isna()
     assert 0.2 <= is_open.mean() <= 0.6
@@ -290,10 +327,13 @@ def test_engagement_bursts_before_conversion(medium: SimulatedFunnel, signal: st
     won = merged["converted"].eq(1).fillna(False)
     signals = merged[won & (merged["event_type"] == signal)]
     days_before = (signals["closed_at"] - signals["ts"]).dt.total_seconds() / 86_400
-    last_three_weeks = (days_before <= 21).sum()
-    for start in (21, 42, 63):
-        earlier = ((days_before > start) & (days_before <= start + 21)).sum()
-        assert last_three_weeks > 3 * earlier, start
+    # Time in a buying stage is exponential (median 16 days): signals pile up before the
+    # conversion, each earlier three-week window holding about half of the next one.
+    windows = [
+        ((days_before > start) & (days_before <= start + 21)).sum() for start in (0, 21, 42, 63)
+    ]
+    for later, earlier in itertools.pairwise(windows):
+        assert later > 1.6 * earlier, windows
 
 
 def test_interest_fades(medium: SimulatedFunnel) -> None:
@@ -357,17 +397,19 @@ def test_truth_matches_realised_conversion_within_horizon(medium: SimulatedFunne
     assert roc_auc_score(realised, p) > 0.75
 
 
-def test_conversion_delays_follow_the_truth(medium: SimulatedFunnel) -> None:
-    """Probability integral transform: won leads' delays, under the truth's lognormal (truncated
-    at a window every one of them was watched for), are uniform."""
+def test_time_in_stage_follows_the_truth(medium: SimulatedFunnel) -> None:
+    """Probability integral transform: the time from stage entry to a conversion, under the
+    truth's exponential (truncated at a window every one of them was watched for), is uniform."""
     leads, truth = medium.leads, medium.truth
-    window = 180.0
-    delay = (leads["closed_at"] - leads["created_at"]).dt.total_seconds().to_numpy() / 86_400
-    watched = (leads["created_at"] + pd.Timedelta(days=window) <= medium.observed_until).to_numpy()
-    won = leads["converted"].eq(1).fillna(False).to_numpy() & watched & (delay < window)
-    mu, sigma = truth["delay_mu"].to_numpy()[won], truth["delay_sigma"].to_numpy()[won]
-    pit = ndtr((np.log(delay[won]) - mu) / sigma) / ndtr((np.log(window) - mu) / sigma)
-    assert won.sum() > 1_000
+    window = 120.0
+    created = (leads["created_at"] - medium.observed_until).dt.total_seconds() / 86_400
+    stage_at = created.to_numpy() + truth["stage_days"].to_numpy()  # days before the end
+    in_stage = (truth["stage_end_days"] - truth["stage_days"]).to_numpy()
+    won = leads["converted"].eq(1).fillna(False).to_numpy()
+    watched = won & (stage_at <= -window) & (in_stage < window)
+    rate = (truth["convert_rate"] + truth["drop_rate"]).to_numpy()[watched]
+    pit = -np.expm1(-rate * in_stage[watched]) / -np.expm1(-rate * window)
+    assert watched.sum() > 500
     assert kstest(pit, "uniform").pvalue > 0.01
 
 
@@ -394,6 +436,91 @@ def test_conditional_truth_matches_realised_later_conversion(
     )
     assert abs(realised_kept.mean() - p.mean()) < _binomial_tolerance(p)
     assert roc_auc_score(realised_kept, p) > 0.7
+
+
+def _open_snapshots(funnel: SimulatedFunnel, seed: int) -> pd.DataFrame:
+    """One snapshot per lead at a random age, kept where the lead is open and the horizon is
+    observed, with whether it converted within the horizon."""
+    leads = funnel.leads
+    horizon = pd.Timedelta(days=funnel.horizon_days)
+    rng = np.random.default_rng(seed)
+    as_of = leads["created_at"] + pd.to_timedelta(rng.uniform(0, 240, len(leads)), unit="D")
+    is_open = leads["closed_at"].isna() | (leads["closed_at"] > as_of)
+    keep = (is_open & (as_of + horizon <= funnel.observed_until)).to_numpy()
+    won = leads["converted"].eq(1).fillna(False)
+    realised = won & (leads["closed_at"] < as_of + horizon)
+    return pd.DataFrame(
+        {
+            "lead_id": leads["lead_id"].to_numpy()[keep],
+            "as_of": as_of[keep].to_numpy(),
+            "realised": realised.to_numpy()[keep],
+        }
+    )
+
+
+def _assert_calibrated_on_open_snapshots(
+    funnel: SimulatedFunnel, seed: int = 1
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The truth given the latent state matches the realised rate, overall and by decile."""
+    snapshots = _open_snapshots(funnel, seed)
+    p = true_conversion_probability(
+        funnel.truth, snapshots["lead_id"], snapshots["as_of"], funnel.horizon_days, given_open=True
+    )
+    realised = snapshots["realised"].to_numpy()
+    assert abs(realised.mean() - p.mean()) < _binomial_tolerance(p)
+    decile = np.digitize(p, np.quantile(p, np.linspace(0.1, 0.9, 9)))
+    for d in range(10):
+        in_bin = decile == d
+        tolerance = _binomial_tolerance(p[in_bin])
+        assert abs(realised[in_bin].mean() - p[in_bin].mean()) < tolerance, d
+    return snapshots, p
+
+
+def test_truth_given_the_latent_state_is_calibrated_on_open_snapshots(
+    on_time: SimulatedFunnel,
+) -> None:
+    medium = on_time
+    snapshots, p = _assert_calibrated_on_open_snapshots(medium)
+    realised = snapshots["realised"].to_numpy()
+    # Knowing whether a project is live separates leads far better than the attributes alone.
+    at_creation = true_conversion_probability(
+        medium.truth, snapshots["lead_id"], snapshots["as_of"], MEDIUM.horizon_days
+    )
+    assert roc_auc_score(realised, p) > roc_auc_score(realised, at_creation) + 0.03
+
+
+@pytest.mark.parametrize("elapsed", [0.0, 20.0, 75.0])
+def test_truth_while_waiting_matches_a_monte_carlo_of_the_process(
+    funnel: SimulatedFunnel, elapsed: float
+) -> None:
+    """A lead open and not yet in a project at as_of: replay its process from the truth's
+    parameters many times and count conversions within the horizon."""
+    truth = funnel.truth
+    row = truth.loc[truth["p_stage"].sub(0.5).abs().idxmin()].copy()
+    row[["stage_days", "stage_end_days", "closed_days"]] = np.inf  # waiting at any as_of
+    horizon = 90.0
+    rng = np.random.default_rng(0)
+    m = 400_000
+    entry = np.where(
+        rng.random(m) < row["p_stage"],
+        np.exp(row["stage_mu"] + row["stage_sigma"] * rng.standard_normal(m)),
+        np.inf,
+    )
+    lost = np.where(
+        rng.random(m) < row["p_close_lost"],
+        np.exp(row["lost_delay_mu"] + row["lost_delay_sigma"] * rng.standard_normal(m)),
+        np.inf,
+    )
+    rate = row["convert_rate"] + row["drop_rate"]
+    lands = rng.random(m) * rate < row["convert_rate"]
+    converts_at = np.where(lands & (entry < lost), entry + rng.exponential(1.0 / rate, m), np.inf)
+    waiting = (entry > elapsed) & (lost > elapsed)
+    hits = converts_at[waiting] < elapsed + horizon
+    as_of = row["created_at"] + pd.Timedelta(days=elapsed)
+    p = true_conversion_probability(
+        pd.DataFrame([row]), [row["lead_id"]], as_of, int(horizon), given_open=True
+    )
+    assert abs(hits.mean() - p[0]) < 4 * np.sqrt(p[0] * (1 - p[0]) / hits.size) + 1e-4
 
 
 def test_truth_at_creation_equals_within_horizon_column(funnel: SimulatedFunnel) -> None:
@@ -463,3 +590,136 @@ def test_write_funnel_failure_leaves_nothing_half_written(
         write_funnel(funnel, out)
     assert [p.name for p in out.iterdir()] == ["leads.parquet"]
     assert (out / "leads.parquet").read_bytes() == b"previous run"
+
+
+# --------------------------------------------------------------------------------------------
+# CRM noise
+# --------------------------------------------------------------------------------------------
+
+
+def test_crm_noise_is_in_the_records_at_small_rates(medium: SimulatedFunnel) -> None:
+    leads, truth = medium.leads, medium.truth
+    for column in ("job_title", "industry", "company_size", "country"):
+        assert 0.01 < leads[column].isna().mean() < 0.03, column
+    for column, levels in (("industry", simulator.INDUSTRIES), ("country", simulator.COUNTRIES)):
+        typed = leads[column].dropna().astype(str)
+        messy = ~typed.isin(levels)
+        assert 0.01 < messy.mean() < 0.03, column
+        assert typed[messy].str.strip().str.lower().isin([v.lower() for v in levels]).all()
+    # Late close dates: the record trails the process by one to fourteen days.
+    recorded = (leads["closed_at"] - leads["created_at"]).dt.total_seconds() / 86_400
+    late = (recorded - truth["closed_days"]).dropna()
+    assert (late > -1e-4).all() and (late < 14).all()
+    assert 0.01 < (late > 1).mean() < 0.03
+
+
+def test_duplicate_records_share_a_person_and_never_convert(medium: SimulatedFunnel) -> None:
+    leads, truth = medium.leads, medium.truth
+    duplicate = leads["lead_id"] > MEDIUM.n_leads * (1 - MEDIUM.duplicate_share)
+    assert duplicate.sum() == round(MEDIUM.n_leads * MEDIUM.duplicate_share)
+    # Each has an earlier first record with the same email at the same account.
+    key = ["email", "account_id"]
+    pairs = leads[duplicate].merge(leads[~duplicate], on=key, suffixes=("", "_first"))
+    earlier = pairs[pairs["created_at_first"] < pairs["created_at"]]
+    assert set(earlier["lead_id"]) == set(leads.loc[duplicate, "lead_id"])
+    assert not leads.loc[duplicate, "converted"].eq(1).any()
+    assert (truth.loc[duplicate, ["p_convert_ever", "p_stage"]] == 0).all().all()
+    events = medium.events[medium.events["lead_id"].isin(leads.loc[duplicate, "lead_id"])]
+    assert set(events["event_type"].unique()) == {"form_fill"}
+
+
+# --------------------------------------------------------------------------------------------
+# Drift options
+# --------------------------------------------------------------------------------------------
+
+
+def _creation_share(funnel: SimulatedFunnel) -> np.ndarray:
+    """Where in the creation period (0 start, 1 end) each lead was created."""
+    start = pd.Timestamp(MEDIUM.start)
+    period = funnel.observed_until - start
+    return ((funnel.leads["created_at"] - start) / period).to_numpy()
+
+
+def test_rate_growth_raises_the_chance_to_convert_by_its_factor(on_time: SimulatedFunnel) -> None:
+    grown = simulate_funnel(ON_TIME.model_copy(update={"rate_growth": 6.0}))
+    share = _creation_share(grown)
+    # Same seed, same leads: only the chance to start a project moves, by 6^(share - 1).
+    can_convert = on_time.truth["p_stage"].to_numpy() > 0  # not a duplicate record
+    ratio = grown.truth["p_convert_ever"] / on_time.truth["p_convert_ever"]
+    expected = 6.0 ** (share - 1.0)
+    np.testing.assert_allclose(ratio[can_convert], expected[can_convert], rtol=1e-6)
+    # In the data: leads seen for a full horizon convert within it far more often late.
+    leads = grown.leads
+    horizon = pd.Timedelta(days=MEDIUM.horizon_days)
+    seen = (leads["created_at"] + horizon <= grown.observed_until).to_numpy()
+    won = leads["converted"].eq(1).fillna(False) & (
+        leads["closed_at"] - leads["created_at"] < horizon
+    )
+    early, late = seen & (share < 0.25), seen & (share >= 0.5)
+    rise = won.to_numpy()[late].mean() / won.to_numpy()[early].mean()
+    expected = 6.0 ** (share[late].mean() - share[early].mean())
+    assert expected / 1.5 < rise < expected * 1.5, (rise, expected)
+    _assert_calibrated_on_open_snapshots(grown)
+
+
+def test_a_new_source_appears_after_its_launch_with_its_own_fit(medium: SimulatedFunnel) -> None:
+    drifted = simulate_funnel(ON_TIME.model_copy(update={"new_source_from": 0.5}))
+    source = drifted.leads["lead_source"]
+    assert source.cat.categories.tolist() == [*simulator.LEAD_SOURCES, simulator.NEW_LEAD_SOURCE]
+    assert medium.leads["lead_source"].cat.categories.tolist() == list(simulator.LEAD_SOURCES)
+    new = (source == simulator.NEW_LEAD_SOURCE).to_numpy()
+    share = _creation_share(drifted)
+    assert new.sum() > 1_000
+    assert not new[share < 0.5].any()
+    assert 0.05 < new[share >= 0.5].mean() < 0.15
+    # A better fit than the rest, and the truth follows it.
+    truth = drifted.truth["p_convert_ever"].to_numpy()
+    assert truth[new].mean() > 1.5 * truth[~new & (share >= 0.5)].mean()
+    snapshots, p = _assert_calibrated_on_open_snapshots(drifted)
+    from_new = snapshots["lead_id"].isin(drifted.leads.loc[new, "lead_id"]).to_numpy()
+    realised = snapshots["realised"].to_numpy()[from_new]
+    assert abs(realised.mean() - p[from_new].mean()) < _binomial_tolerance(p[from_new])
+
+
+def test_a_changed_form_changes_the_record_not_the_leads(medium: SimulatedFunnel) -> None:
+    changed = simulate_funnel(MEDIUM.model_copy(update={"form_change_at": 0.5}))
+    size = changed.leads["company_size"]
+    after = _creation_share(changed) >= 0.5
+    new_bands = size.isin(simulator.NEW_FORM_COMPANY_SIZES).to_numpy()
+    old_bands = size.isin(simulator.COMPANY_SIZES).to_numpy()
+    assert (old_bands | size.isna().to_numpy())[~after].all()
+    assert not old_bands[after].any() and new_bands[after].mean() > 0.6
+    assert 0.25 < size[after].isna().mean() < 0.35
+    # Everything but the record of company size is as without the change.
+    assert changed.truth.equals(medium.truth)
+    assert changed.events.equals(medium.events)
+    assert changed.leads.drop(columns="company_size").equals(
+        medium.leads.drop(columns="company_size")
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The truth is an upper bound for the product's model
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_truth_ranks_the_models_holdout_at_least_as_well_as_the_model(seed: int) -> None:
+    funnel = simulate_funnel(SimulatorConfig(n_leads=20_000, seed=seed))
+    result = train_lead_scorer(
+        funnel.leads,
+        funnel.events,
+        features=FeatureConfig(),
+        snapshots=SnapshotConfig(observed_until=funnel.observed_until),
+        rules=PointsRules.default(),
+        config=TrainConfig(),
+    )
+    test = result.test
+    labels = test[LABEL].to_numpy()
+    truth = true_conversion_probability(
+        funnel.truth, test["lead_id"], test["as_of"], funnel.horizon_days, given_open=True
+    )
+    oracle_auc = roc_auc_score(labels, truth)
+    model_auc = result.evaluation.metrics["model_roc_auc"]
+    assert oracle_auc >= model_auc, (oracle_auc, model_auc)

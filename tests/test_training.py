@@ -43,33 +43,45 @@ def train(funnel: SimulatedFunnel, **overrides: object) -> TrainingResult:
     )
 
 
-@pytest.fixture(scope="module")
-def large() -> tuple[SimulatedFunnel, TrainingResult]:
+def simulate_and_train(seed: int) -> tuple[SimulatedFunnel, TrainingResult]:
     # The quality bars need enough newest-holdout snapshots to measure AUC and calibration
     # to a few thousandths: 100k leads give ~66k test snapshots.
-    funnel = simulate_funnel(SimulatorConfig(n_leads=100_000, seed=0))
+    funnel = simulate_funnel(SimulatorConfig(n_leads=100_000, seed=seed))
     return funnel, train(funnel)
 
 
+@pytest.fixture(scope="module")
+def large() -> tuple[SimulatedFunnel, TrainingResult]:
+    return simulate_and_train(seed=0)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_quality_bars_against_the_simulators_truth(
-    large: tuple[SimulatedFunnel, TrainingResult],
+    large: tuple[SimulatedFunnel, TrainingResult], seed: int
 ) -> None:
-    funnel, result = large
+    funnel, result = large if seed == 0 else simulate_and_train(seed)
     test = result.test
     labels = test[LABEL].to_numpy()
+    # The truth knows each lead's latent buying state at as_of: no model can rank better.
     truth = true_conversion_probability(
         funnel.truth, test["lead_id"].to_numpy(), test["as_of"], 90, given_open=True
     )
     oracle_auc = roc_auc_score(labels, truth)
     metrics = result.evaluation.metrics
-    assert metrics["model_roc_auc"] >= oracle_auc - 0.02, (metrics["model_roc_auc"], oracle_auc)
-    assert metrics["model_ece"] <= 0.02
+    figures = {
+        "oracle_roc_auc": oracle_auc,
+        **{name: metrics[name] for name in ("model_roc_auc", "rules_roc_auc", "model_ece")},
+        "equal_volume_conversion_ratio": metrics["equal_volume_conversion_ratio"],
+    }
+    assert oracle_auc >= metrics["model_roc_auc"], figures
+    assert metrics["model_roc_auc"] >= metrics["rules_roc_auc"] + 0.05, figures
+    assert metrics["model_ece"] <= 0.02, figures
     # At the rules' own MQL volume, the model's list converts at least 1.3x the rules' list.
-    assert metrics["equal_volume_conversion_ratio"] >= 1.3
+    assert metrics["equal_volume_conversion_ratio"] >= 1.3, figures
     assert metrics["equal_volume_model_count"] == metrics["equal_volume_rules_count"]
     # No reweighting: the mean probability is the observed rate, not inflated.
-    assert abs(metrics["model_mean_probability"] - labels.mean()) < 0.01
+    assert abs(metrics["model_mean_probability"] - labels.mean()) < 0.01, figures
 
 
 @pytest.mark.slow
