@@ -51,7 +51,7 @@ class DriftReport:
             for s in self.slices
         ]
         out.append(
-            f"{'embargo':<11} {self.n_embargoed:>9,} rows dropped "
+            f"{'embargo':<11} {self.n_embargoed:>9,} rows kept from tuning and calibration "
             "(their label window reaches into a later slice)"
         )
         return out
