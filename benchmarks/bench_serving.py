@@ -147,6 +147,7 @@ class Workload:
     batch_ids: list[str]
     batch_mean_events: float
     model_version: str
+    learner: str  # which candidate won at training (lightgbm, logistic or blend)
     n_train_leads: int
     scoring_s: float  # `LeadScorer.score` on the batch in-process: the code both servers run
 
@@ -223,6 +224,7 @@ def _workload(store: Path, n_leads: int, batch_size: int) -> Workload:
         batch_ids=[str(lead[LEAD_ID]) for lead in batch_ours],
         batch_mean_events=float(np.mean([len(lead["events"]) for lead in batch_ours])),
         model_version=str(run.registration.version),
+        learner=run.result.chosen.name,
         n_train_leads=n_leads,
         scoring_s=_scoring_seconds(scorer, batch),
     )
@@ -605,7 +607,8 @@ def _report(
         f"{_versions(wrk)}.",
         "",
         f"The same registered champion (v{work.model_version}, trained on "
-        f"{work.n_train_leads:,} simulated leads) served two ways in one run, on loopback:",
+        f"{work.n_train_leads:,} simulated leads; the {work.learner} candidate won) served two "
+        "ways in one run, on loopback:",
         "`leadscore serve` (defaults: 1 uvicorn worker; `OMP_NUM_THREADS=1`, reload off, "
         "prediction log on in SQLite) and `mlflow models serve -m models:/leadscore@champion "
         "--env-manager local` (its defaults: 1 worker). Both compute features, calibration, "
@@ -692,7 +695,8 @@ def _report(
         f"{kernel_share:.0%}, {_verdict(kernel_share >= 0.6)}.",
         "",
         f"Reference for the batch: the scoring kernel (`LeadScorer.score_batch`: features, "
-        f"rule points, LightGBM, calibration, policy, reasons) on the same {n_batch:,} leads "
+        f"rule points, the {work.learner} model, calibration, policy, reasons) on the same "
+        f"{n_batch:,} leads "
         f"in-process, its input arrays built beforehand (median of 7, before the servers "
         f"started): {work.scoring_s:.3f} s, {n_batch / work.scoring_s:,.0f} rows/s. Both "
         f"servers run it (the pyfunc bundle calls it too: one kernel); the rest of "
