@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -53,8 +53,6 @@ class Learner(Protocol):
     def check_levels(self, levels: list[list[str] | None]) -> None: ...
 
     def save(self, folder: Path) -> None: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -88,9 +86,6 @@ class TreeLearner:
 
     def save(self, folder: Path) -> None:
         self.booster.save_model(str(folder / _BOOSTER_FILE))
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "trees": self.booster.num_trees()}
 
 
 @dataclass(frozen=True)
@@ -233,9 +228,6 @@ class LinearLearner:
             strength=float(state["strength"]),
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "bins": int(self.weights.size), "C": self.strength}
-
 
 @dataclass
 class BlendLearner:
@@ -265,9 +257,6 @@ class BlendLearner:
     def save(self, folder: Path) -> None:
         self.tree.save(folder)
         self.linear.save(folder)
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "parts": [self.tree.describe(), self.linear.describe()]}
 
 
 def mean_absolute_contribution(learner: Learner, values: np.ndarray) -> np.ndarray:

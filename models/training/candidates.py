@@ -83,7 +83,6 @@ class Candidate:
     first: Learner
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-    validation_log_loss: float = float("nan")
 
 
 # ---------------------------------------------------------------- LightGBM
@@ -164,9 +163,8 @@ def lightgbm_candidate(
         name="lightgbm",
         fit=lambda rows: fit_booster(params, data, rows, rounds),
         first=first,
-        settings={"rounds": rounds, "early_stopping_best": best},
+        settings={"rounds": rounds, "early_stopping_best": best, "validation_log_loss": loss},
         notes=notes,
-        validation_log_loss=loss,
     )
 
 
@@ -240,8 +238,11 @@ def logistic_candidate(
         name="logistic",
         fit=lambda rows: fit_logistic(data, rows, bins, best, config.max_iter),
         first=fitted[best],
-        settings={"C": best, "bins": int(fitted[best].weights.size)},
-        validation_log_loss=losses[best],
+        settings={
+            "C": best,
+            "bins": int(fitted[best].weights.size),
+            "validation_log_loss": losses[best],
+        },
     )
 
 
