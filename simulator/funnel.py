@@ -823,17 +823,10 @@ class _Latents:
     job_seeker: BoolArray
     # The buying stage: entered with probability p_stage, after a lognormal(stage_mu,
     # stage_sigma) number of days; inside it the project converts at rate convert_rate and dies
-    # at rate drop_rate (per day), whichever comes first.
-    p_stage: FloatArray
-    stage_mu: FloatArray
-    stage_sigma: FloatArray
-    convert_rate: FloatArray
-    drop_rate: FloatArray
-    # Before the stage, sales closes the lead as lost with probability p_close_lost after a
-    # lognormal(lost_delay_mu, lost_delay_sigma) number of days, unless the stage comes first.
-    p_close_lost: FloatArray
-    lost_delay_mu: FloatArray
-    lost_delay_sigma: FloatArray
+    # at rate drop_rate (per day), whichever comes first. Before the stage, sales closes the
+    # lead as lost with probability p_close_lost after a lognormal(lost_delay_mu,
+    # lost_delay_sigma) number of days, unless the stage comes first. As the truth stores it.
+    process: StageParameters
 
 
 def _draw_latents(
@@ -934,14 +927,16 @@ def _draw_latents(
         activity=activity,
         technical=technical,
         job_seeker=job_seeker,
-        p_stage=p_stage,
-        stage_mu=stage_mu,
-        stage_sigma=np.full(n, 0.8),
-        convert_rate=q * rate,
-        drop_rate=(1.0 - q) * rate,
-        p_close_lost=_SOURCE_CLOSE_LOST_P[leads.source],
-        lost_delay_mu=np.log(45.0) + 0.3 * (leads.size >= 4) - 0.1 * np.clip(intent, -2.0, 2.0),
-        lost_delay_sigma=np.full(n, 0.9),
+        process=StageParameters(
+            p_stage=p_stage,
+            stage_mu=stage_mu,
+            stage_sigma=np.full(n, 0.8),
+            convert_rate=q * rate,
+            drop_rate=(1.0 - q) * rate,
+            p_close_lost=_SOURCE_CLOSE_LOST_P[leads.source],
+            lost_delay_mu=np.log(45.0) + 0.3 * (leads.size >= 4) - 0.1 * np.clip(intent, -2.0, 2.0),
+            lost_delay_sigma=np.full(n, 0.9),
+        ),
     )
 
 
@@ -973,10 +968,14 @@ def _draw_outcomes(
     n = leads.created.size
     created = leads.created
     inf = np.full(n, np.inf)
-    enters = rng.random(n) < latents.p_stage
-    stage_delay = np.exp(latents.stage_mu + latents.stage_sigma * rng.standard_normal(n))
-    closes_early = rng.random(n) < latents.p_close_lost
-    lost_delay = np.exp(latents.lost_delay_mu + latents.lost_delay_sigma * rng.standard_normal(n))
+    enters = rng.random(n) < latents.process.p_stage
+    stage_delay = np.exp(
+        latents.process.stage_mu + latents.process.stage_sigma * rng.standard_normal(n)
+    )
+    closes_early = rng.random(n) < latents.process.p_close_lost
+    lost_delay = np.exp(
+        latents.process.lost_delay_mu + latents.process.lost_delay_sigma * rng.standard_normal(n)
+    )
     stage_at = np.where(enters, created + stage_delay, inf)
     early_lost_at = np.where(closes_early, created + lost_delay, inf)
     # A lead closed as lost never starts a project.
@@ -984,13 +983,13 @@ def _draw_outcomes(
 
     # Competing exponential risks: the first event comes after Exp(rate sum) and is a
     # conversion with probability convert_rate / rate sum, independently of when.
-    total_rate = latents.convert_rate + latents.drop_rate
+    total_rate = latents.process.convert_rate + latents.process.drop_rate
     duration = rng.exponential(1.0, n) / total_rate
-    lands = rng.random(n) * total_rate < latents.convert_rate
+    lands = rng.random(n) * total_rate < latents.process.convert_rate
     stage_end = stage_at + duration
     convert_at = np.where(lands, stage_end, inf)
     dropped_lost_at = np.where(
-        ~lands & (rng.random(n) < latents.p_close_lost),
+        ~lands & (rng.random(n) < latents.process.p_close_lost),
         stage_end + rng.exponential(_DROPPED_CLOSE_MEAN_DAYS, n),
         inf,
     )
@@ -1621,16 +1620,7 @@ def _truth_frame(
     horizon_days: int,
 ) -> pd.DataFrame:
     n = leads.created.size
-    stage = StageParameters(
-        p_stage=latents.p_stage,
-        stage_mu=latents.stage_mu,
-        stage_sigma=latents.stage_sigma,
-        convert_rate=latents.convert_rate,
-        drop_rate=latents.drop_rate,
-        p_close_lost=latents.p_close_lost,
-        lost_delay_mu=latents.lost_delay_mu,
-        lost_delay_sigma=latents.lost_delay_sigma,
-    )
+    stage = latents.process
     zero = np.zeros(n)
     # Days since the lead's created_at as recorded (whole seconds), so the path and as_of agree.
     created = _to_seconds(leads.created) / SECONDS_PER_DAY
