@@ -162,9 +162,8 @@ def test_lightgbm_keeps_a_minimum_of_rounds_when_early_stopping_stops_at_once(
     assert "kept the minimum of 40" in result.chosen.notes[0]
 
 
-def test_walk_forward_blocks_learn_only_from_snapshots_whose_outcome_was_known(
-    funnel: SimulatedFunnel, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _record_logistic_fits(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """The rows of every logistic fit from now on, in order (the fits still happen)."""
     seen: list[np.ndarray] = []
     real_fit = candidates_module.fit_logistic
 
@@ -173,6 +172,13 @@ def test_walk_forward_blocks_learn_only_from_snapshots_whose_outcome_was_known(
         return real_fit(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(candidates_module, "fit_logistic", recording_fit)
+    return seen
+
+
+def test_walk_forward_blocks_learn_only_from_snapshots_whose_outcome_was_known(
+    funnel: SimulatedFunnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _record_logistic_fits(monkeypatch)
     result = _train(funnel, strategy="walk_forward", candidates=["logistic"])
     as_of = result.training_set["as_of"]
     horizon = pd.Timedelta(days=90)
@@ -238,14 +244,7 @@ def test_drift_between_slices_is_reported_and_warned_about() -> None:
 def test_the_served_learner_learns_from_every_outcome_known_when_calibration_starts(
     funnel: SimulatedFunnel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[np.ndarray] = []
-    real_fit = candidates_module.fit_logistic
-
-    def recording_fit(*args: object, **kwargs: object) -> object:
-        seen.append(np.asarray(args[1]).copy())
-        return real_fit(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(candidates_module, "fit_logistic", recording_fit)
+    seen = _record_logistic_fits(monkeypatch)
     result = _train(funnel, candidates=["logistic"])
     rows = seen[-1]  # the refit after the settings were chosen on the train slice
     as_of = result.training_set["as_of"]
