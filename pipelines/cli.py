@@ -20,120 +20,20 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-    import uvicorn
-    from mlflow.exceptions import MlflowException
-    from pydantic import ValidationError
-
-    from features.build import build_features
-    from features.config import DatasetConfig, FeatureConfig
-    from features.contract import (
-        DataContractError,
-        load_events,
-        load_leads,
-        map_labels,
-        read_table,
-    )
-    from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
-    from features.storage import write_table_atomic, write_text_atomic
-    from features.training import LABEL, make_training_set
-    from features.vocabulary import CONVERTED, LEAD_ID
-    from models.registry import (
-        CHAMPION,
-        load_holdout,
-        load_scorer,
-        load_suggested_points,
-        tracking_uri,
-        use_tracking,
-    )
-    from models.registry import promote as promote_version
-    from models.reports.comparison import headline, holdout_comparison, write_comparison
-    from models.reports.evaluation import RULES_BASIS_NOTE
-    from models.rules.points import RULE_MQL, PointsRules
-    from models.scoring.scorer import LeadScorer, ScoresDisagree
-    from models.training.leakage import (
-        auc_ranking_report,
-        leakage_findings,
-        leakage_report,
-        rank_by_auc,
-    )
-    from pipelines.config import LeadscoreConfig, load_config
-    from pipelines.monitor import build_report
-    from pipelines.training import (
-        TRAINING_STEPS,
-        TrainingRun,
-        run_snapshot_training,
-        run_training,
-    )
-    from serve.settings import ServeSettings
-    from simulator.funnel import (
-        SIMULATION_STEPS,
-        SimulatorConfig,
-        simulate_funnel,
-        write_funnel,
-    )
+    # The commands' libraries, imported when a command runs (`_import_command_modules`).
+    from pipelines.command_imports import *
 
 
 def _import_command_modules() -> None:
     """Load what the commands use (pandas, scikit-learn, MLflow, LightGBM: seconds of imports)
     when a command runs, not when the command line starts: `leadscore --help` answers at once.
     The names land in this module's globals, where the commands look them up."""
-    import numpy as np
-    import pandas as pd
-    import uvicorn
-    from mlflow.exceptions import MlflowException
-    from pydantic import ValidationError
+    from pipelines import command_imports
 
-    from features.build import build_features
-    from features.config import DatasetConfig, FeatureConfig
-    from features.contract import (
-        DataContractError,
-        load_events,
-        load_leads,
-        map_labels,
-        read_table,
+    names = vars(command_imports)
+    globals().update(
+        {k: v for k, v in names.items() if not k.startswith("_") and k != "annotations"}
     )
-    from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
-    from features.storage import write_table_atomic, write_text_atomic
-    from features.training import LABEL, make_training_set
-    from features.vocabulary import CONVERTED, LEAD_ID
-    from models.registry import (
-        CHAMPION,
-        load_holdout,
-        load_scorer,
-        load_suggested_points,
-        tracking_uri,
-        use_tracking,
-    )
-    from models.registry import promote as promote_version
-    from models.reports.comparison import headline, holdout_comparison, write_comparison
-    from models.reports.evaluation import RULES_BASIS_NOTE
-    from models.rules.points import RULE_MQL, PointsRules
-    from models.scoring.scorer import LeadScorer, ScoresDisagree
-    from models.training.leakage import (
-        auc_ranking_report,
-        leakage_findings,
-        leakage_report,
-        rank_by_auc,
-    )
-    from pipelines.config import LeadscoreConfig, load_config
-    from pipelines.monitor import build_report
-    from pipelines.training import (
-        TRAINING_STEPS,
-        TrainingRun,
-        run_snapshot_training,
-        run_training,
-    )
-    from serve.settings import ServeSettings
-    from simulator.funnel import (
-        SIMULATION_STEPS,
-        SimulatorConfig,
-        simulate_funnel,
-        write_funnel,
-    )
-
-    globals().update({k: v for k, v in locals().items() if not k.startswith("_")})
 
 
 app = typer.Typer(
