@@ -2,42 +2,65 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
+    PlainValidator,
     StringConstraints,
     Tag,
     ValidationError,
-    field_validator,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import InitErrorDetails
-from typing_extensions import TypedDict
+
+from features.batch import (
+    EARLIEST,
+    LATEST,
+    MAX_EVENT_TYPE_LENGTH,
+    NO_EVENTS,
+    NOT_A_TIME,
+    OUT_OF_RANGE,
+    EventList,
+    EventsUnreadable,
+    read_events,
+)
 
 LeadId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-# What pandas timestamps can hold (1677-09-21 to 2262-04-11); CRM placeholders such as
-# 0001-01-01 are refused with the field's path rather than failing later.
-_EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)  # both on New Year, UTC
-_LATEST = datetime(2262, 1, 1, tzinfo=UTC)
 
 
-_OUT_OF_RANGE = "time outside the supported range (years 1678 to 2261)"
+def _iso_time(value: object) -> datetime:
+    """ISO 8601 text with a timezone, in the supported range. Numbers are refused: read as Unix
+    times, "0" would be 1970."""
+    if isinstance(value, datetime):  # from Python callers; JSON bodies hold text
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(NOT_A_TIME) from None
+    else:
+        raise ValueError(NOT_A_TIME)
+    if moment.utcoffset() is None:
+        raise ValueError(NOT_A_TIME)
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(OUT_OF_RANGE)
+    return moment
 
 
-def _in_supported_range(value: datetime) -> datetime:
-    if not _EARLIEST <= value < _LATEST:
-        raise ValueError(_OUT_OF_RANGE)
-    return value
-
-
-Time = Annotated[AwareDatetime, AfterValidator(_in_supported_range)]
+Time = Annotated[
+    AwareDatetime,
+    PlainValidator(_iso_time, json_schema_input_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 AttributeValue = str | float | int | bool | None
 
 EXAMPLE_LEAD: dict[str, Any] = {
@@ -69,12 +92,66 @@ EXAMPLE_SNAPSHOT_LEAD: dict[str, Any] = {
 }
 
 
-class EventIn(TypedDict):
-    """One event; a TypedDict, not a model: a batch holds tens of thousands of them. The range
-    of `ts` is checked by `LeadIn`, all of a lead's events at once."""
+# The JSON schema of `events`, as the docs and API fuzzers read it; `read_events` checks it.
+_EVENTS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "ts": {
+                "type": "string",
+                "format": "date-time",
+                "description": "ISO 8601 with a timezone, years 1678 to 2261.",
+            },
+            "event_type": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_EVENT_TYPE_LENGTH,
+            },
+        },
+        "required": ["ts", "event_type"],
+    },
+}
 
-    ts: AwareDatetime
-    event_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+def _read_events(value: object) -> EventList:
+    """The events through the kernel's own reader (`features.batch.read_events`): each problem
+    answered with its path, e.g. `events.3.ts`."""
+    if value is None:  # JSON null is no events, as every other path reads it
+        return NO_EVENTS
+    if not isinstance(value, list):
+        raise ValueError('expected a list of {"ts", "event_type"} objects')
+    try:
+        return read_events(value)
+    except EventsUnreadable as exc:
+        raise ValidationError.from_exception_data(
+            "events",
+            [
+                InitErrorDetails(
+                    type="missing" if message == "Field required" else "value_error",
+                    loc=tuple(part for part in (position, field) if part is not None),
+                    input=value,
+                    ctx={} if message == "Field required" else {"error": ValueError(message)},
+                )
+                for position, field, message in exc.problems
+            ],
+        ) from None
+
+
+def _written_events(events: EventList) -> list[dict[str, str]]:
+    return [
+        {"ts": pd.Timestamp(ns, tz="UTC").isoformat(), "event_type": kind}
+        for ns, kind in zip(events.ts_ns, events.kinds, strict=True)
+    ]
+
+
+# A lead's events, read once when the body is validated and handed to the kernel as they are.
+Events = Annotated[
+    EventList,
+    PlainValidator(_read_events, json_schema_input_type=list[dict[str, Any]]),
+    PlainSerializer(_written_events),
+    WithJsonSchema(_EVENTS_SCHEMA),
+]
 
 
 class LeadIn(BaseModel):
@@ -100,37 +177,7 @@ class LeadIn(BaseModel):
     company_size: str | None = None
     country: str | None = None
     lead_source: str | None = None
-    events: list[EventIn] = []
-
-    @field_validator("events")
-    @classmethod
-    def _events_in_utc_and_range(cls, events: list[EventIn]) -> list[EventIn]:
-        """Event times in UTC, checked as `Time` checks a value: one call per lead rather than
-        one per event. A parsed time holds its own tzinfo object, which the garbage collector
-        tracks (tens of thousands per batch) and which is slow to ask for its offset."""
-        try:
-            for event in events:
-                event["ts"] = event["ts"].astimezone(UTC)
-        except OverflowError:
-            pass  # before year 1 or after 9999 in UTC: out of range, reported below
-        else:
-            # The bounds are New Year in UTC, so a UTC time's year is enough.
-            years = [event["ts"].year for event in events]
-            if not years or (min(years) >= _EARLIEST.year and max(years) < _LATEST.year):
-                return events
-        wrong = [
-            InitErrorDetails(
-                type="value_error",
-                loc=(i, "ts"),
-                input=event["ts"],
-                ctx={"error": ValueError(_OUT_OF_RANGE)},
-            )
-            for i, event in enumerate(events)
-            if not _EARLIEST <= event["ts"] < _LATEST
-        ]
-        if wrong:
-            raise ValidationError.from_exception_data("events", wrong)
-        return events
+    events: Events = Field(NO_EVENTS, json_schema_extra={"default": []})
 
     @model_validator(mode="after")
     def _scored_after_creation(self) -> LeadIn:

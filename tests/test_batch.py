@@ -3,6 +3,7 @@ training sets) become the same features and the same points, whatever the leads 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.batch import batch_from_frames, batch_from_records
+from features.batch import EventsUnreadable, batch_from_frames, batch_from_records, read_events
 from features.build import feature_matrix
 from features.config import FeatureConfig
 from features.contract import DataContractError
@@ -134,3 +135,47 @@ def test_records_and_frames_give_the_same_features_and_points(
         RULES.points_by_rule(by_records, records_values).points,
         RULES.points_by_rule(by_frames, frames_values).points,
     )
+
+
+def test_events_are_read_the_same_from_text_lists_and_datetimes() -> None:
+    sent = [
+        {"ts": "2025-03-02T10:00:00.123456Z", "event_type": "email_open", "extra": 1},
+        {"ts": "2025-03-02T12:00:00+02:00", "event_type": "demo_request"},
+    ]
+    as_datetimes = [{**e, "ts": datetime.fromisoformat(e["ts"])} for e in sent]
+    expected = [
+        pd.Timestamp("2025-03-02T10:00:00.123456Z").value,
+        pd.Timestamp("2025-03-02T10:00:00Z").value,
+    ]
+    for cell in (sent, json.dumps(sent), as_datetimes, tuple(sent)):
+        read = read_events(cell)
+        assert read.ts_ns == expected
+        assert read.kinds == ["email_open", "demo_request"]
+    assert len(read_events(None)) == 0 and len(read_events([])) == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "where"),
+    [
+        ({"ts": 1_740_909_600, "event_type": "a"}, (0, "ts")),  # a number is not a time
+        ({"ts": "1740909600", "event_type": "a"}, (0, "ts")),
+        ({"ts": "2025-03-02T10:00:00", "event_type": "a"}, (0, "ts")),  # no timezone
+        ({"ts": "0001-01-01T00:00:00Z", "event_type": "a"}, (0, "ts")),  # CRM placeholder
+        ({"ts": "2025-03-02T10:00:00Z", "event_type": ""}, (0, "event_type")),
+        ({"ts": "2025-03-02T10:00:00Z", "event_type": 7}, (0, "event_type")),
+        ({"ts": "2025-03-02T10:00:00Z"}, (0, "event_type")),
+        ("email_open", (0, None)),
+    ],
+)
+def test_unreadable_events_name_their_position_and_field(
+    event: object, where: tuple[int, str | None]
+) -> None:
+    good = {"ts": "2025-03-02T10:00:00Z", "event_type": "a"}
+    with pytest.raises(EventsUnreadable) as caught:
+        read_events([good, event, good])
+    position, field = where
+    assert [problem[:2] for problem in caught.value.problems] == [(position + 1, field)]
+    # Through the records door too, as one clear message.
+    record = {"lead_id": "1", "created_at": START, "events": [good, event]}
+    with pytest.raises(DataContractError, match=r"events\.1"):
+        batch_from_records([record], now_ns=0)

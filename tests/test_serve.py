@@ -173,6 +173,29 @@ def test_unknown_categories_missing_fields_and_unknown_events_are_scored(
             {"leads": [{"lead_id": "1", "created_at": "soon"}]},
             ["body", "leads", 0, "created_at"],
         ),
+        (  # a number is not an event time (no Unix seconds read as 1970)
+            {
+                "leads": [
+                    {
+                        "lead_id": "1",
+                        "created_at": "2025-03-01T09:00:00Z",
+                        "events": [
+                            {"ts": "2025-03-02T09:00:00Z", "event_type": "a"},
+                            {"ts": 1740909600, "event_type": "a"},
+                        ],
+                    }
+                ]
+            },
+            ["body", "leads", 0, "events", 1, "ts"],
+        ),
+        (
+            {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "events": [{"ts": "x"}]},
+            ["body", "events", 0, "event_type"],
+        ),
+        (
+            {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "events": "email_open"},
+            ["body", "events"],
+        ),
         (  # an event model needs the creation time of every lead
             {"leads": [{"lead_id": "1", "created_at": "2025-03-01T09:00:00Z"}, {"lead_id": "2"}]},
             ["body", "leads", 1, "created_at"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydantic_core
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -143,9 +143,10 @@ async def predict(
         answer["model_version"] = model.version
         # Written here as `_json_value` would, so json.dumps need not call back per lead.
         answer["as_of"] = answer["as_of"].isoformat()
-    # Serialised here, not re-validated against the response model (which documents it):
-    # for a 1,000-lead batch that validation costs more than the JSON itself.
-    content = json.dumps({"predictions": answers}, default=_json_value)
+    # Serialised here (pydantic-core's encoder, a third of the json module's time), not
+    # re-validated against the response model (which documents it): for a 1,000-lead batch that
+    # validation costs more than the JSON itself.
+    content = pydantic_core.to_json({"predictions": answers}, fallback=_json_value)
     return Response(content, media_type="application/json")
 
 
