@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from models.reports.monitoring import outcome_report
-from serve.predictionlog import PREDICTION_FIELDS, InvalidRecord, PredictionLog
+from serve.predictionlog import PREDICTION_FIELDS, InvalidRecord, PredictionLog, answer_rows
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -123,6 +123,36 @@ def test_values_round_trip_in_utc_without_personal_data(log: PredictionLog) -> N
         )
     engine.dispose()
     assert "example.com" not in stored and "CEO" not in stored
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_the_api_rows_read_back_as_the_checked_records_do(in_memory: bool, tmp_path: Path) -> None:
+    """`answer_rows` (the API's kernel answers) and `prediction_row` (any caller's records) are
+    two ways in: both must store the same values."""
+    answers = []
+    for i in range(6):
+        answer = record(i, features={"visits": float(i), "decay": float("nan"), "job_title": "x"})
+        answer["as_of"] = pd.Timestamp(answer["as_of"])  # as `ScoredBatch.records` gives it
+        answers.append(answer)
+    scored_at = T0 + timedelta(minutes=5)
+    log = PredictionLog("sqlite://" if in_memory else f"sqlite:///{tmp_path / 'two.db'}")
+    log.append([{**a, "scored_at": scored_at, "lead_id": str(a["lead_id"])} for a in answers])
+    log.append(answer_rows(answers, scored_at, "7"))
+    log.flush()
+    logged = log.read_predictions()  # by scored_at (all equal), then in order of writing
+    log.close()
+    assert (log.written, log.failed) == (12, 0)
+    by_records, by_rows = (
+        logged.iloc[:6].reset_index(drop=True),
+        logged.iloc[6:].reset_index(drop=True),
+    )
+    pd.testing.assert_frame_equal(
+        by_rows.drop(columns="features"), by_records.drop(columns="features")
+    )
+    assert [json.loads(f) for f in by_rows["features"]] == [
+        json.loads(f) for f in by_records["features"]
+    ]
+    assert json.loads(by_rows["features"][2]) == {"decay": None, "visits": 2.0}
 
 
 def test_append_never_blocks_a_full_queue_drops_and_counts(

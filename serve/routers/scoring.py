@@ -25,6 +25,7 @@ from serve.dependencies import (
     SettingsDep,
     require_api_key,
 )
+from serve.predictionlog import answer_rows
 from serve.schemas import BatchIn, LeadIn, ModelInfo, PredictBody, PredictResponse
 from serve.state import LoadedModel
 
@@ -64,22 +65,6 @@ def _json_value(value: object) -> object:
     if isinstance(value, pd.Timestamp | datetime):
         return value.isoformat()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def _log_record(answer: dict[str, Any], scored_at: datetime) -> dict[str, object]:
-    return {
-        "lead_id": answer["lead_id"],
-        "scored_at": scored_at,
-        "as_of": pd.Timestamp(answer["as_of"]).to_pydatetime(),
-        "model_version": answer["model_version"],
-        "probability": answer["probability"],
-        "mql": bool(answer["mql"]),
-        "tier": answer["tier"],
-        "threshold": answer["threshold"],
-        "rule_score": answer["rule_score"],
-        "rule_mql": bool(answer["rule_mql"]),
-        "features": answer.pop("features", None),
-    }
 
 
 def _refuse(loc: list[Any], msg: str, kind: str) -> HTTPException:
@@ -135,18 +120,20 @@ async def predict(
         answers = await batcher(model, leads)
     else:
         answers = await run_in_threadpool(score_leads, model, leads)
-    scored_at = datetime.now(UTC)
-    log.append([_log_record(answer, scored_at) for answer in answers])
+    log.append(answer_rows(answers, datetime.now(UTC), model.version))
     for tier, count in collections.Counter(a["tier"] for a in answers).items():
         metrics.predictions.labels(tier).inc(count)
     for answer in answers:
+        del answer["features"]  # logged, not answered
         answer["model_version"] = model.version
         # Written here as `_json_value` would, so json.dumps need not call back per lead.
         answer["as_of"] = answer["as_of"].isoformat()
     # Serialised here (pydantic-core's encoder, a third of the json module's time), not
     # re-validated against the response model (which documents it): for a 1,000-lead batch that
     # validation costs more than the JSON itself.
-    content = pydantic_core.to_json({"predictions": answers}, fallback=_json_value)
+    content = pydantic_core.to_json(
+        {"predictions": answers}, fallback=_json_value, inf_nan_mode="null"
+    )
     return Response(content, media_type="application/json")
 
 
