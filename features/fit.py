@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from numpy.dtypes import StringDType
 
 from features.batch import LeadBatch
 from features.config import FeatureConfig
@@ -183,16 +182,22 @@ def parse_title(title: str) -> tuple[str, str]:
 
 def company_email_flags(values: np.ndarray, free_mail_domains: frozenset[str]) -> np.ndarray:
     """1.0 for a company domain, 0.0 for free mail, NaN when missing or without a domain (the
-    text after the last "@" of the trimmed, lower-cased address). Vectorised string operations:
-    e-mails are as many as the leads, too many to read one by one."""
-    texts = np.where(pd.isna(values), "", values).astype(StringDType())
-    address = np.strings.lower(np.strings.strip(texts))
-    at = np.strings.rfind(address, "@")
-    domain = np.strings.slice(address, at + 1, None)
-    flags = np.full(len(values), math.nan)
-    known = (at >= 0) & (np.strings.str_len(domain) > 0)
-    flags[known] = [0.0 if d in free_mail_domains else 1.0 for d in domain[known].tolist()]
-    return flags
+    text after the last "@" of the trimmed, lower-cased address). Read once per distinct
+    address (`text_codes`), as every other text column is."""
+    codes, texts = text_codes(values)
+    return _email_flags(codes, texts, free_mail_domains)
+
+
+def _email_flags(
+    codes: np.ndarray, texts: list[str], free_mail_domains: frozenset[str]
+) -> np.ndarray:
+    flags = []
+    for text in texts:
+        domain = text.lower().rpartition("@")[2] if "@" in text else ""
+        flags.append(math.nan if not domain else 0.0 if domain in free_mail_domains else 1.0)
+    lookup = np.array([*flags, math.nan], dtype=np.float64)  # position -1: missing
+    flagged: np.ndarray = lookup[codes]
+    return flagged
 
 
 def numbers(values: np.ndarray, column: str) -> np.ndarray:
@@ -265,8 +270,9 @@ class LeadValues:
         """1.0 company domain, 0.0 free mail, NaN unknown, per lead."""
         if self._email_flags is None:
             assert self.config.email_column is not None
-            self._email_flags = company_email_flags(
-                self.raw(self.config.email_column), _free_mail(tuple(self.config.free_mail_domains))
+            codes, texts = self.text(self.config.email_column)
+            self._email_flags = _email_flags(
+                codes, texts, _free_mail(tuple(self.config.free_mail_domains))
             )
         return self._email_flags
 

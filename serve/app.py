@@ -45,7 +45,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     metrics = Metrics()
-    holder = ModelHolder(settings.model_name, settings.alias, settings.predict_threads)
+    holder = ModelHolder(settings.model_name, settings.alias)
 
     async def watch_alias() -> None:
         while True:

@@ -223,7 +223,7 @@ def answer_rows(
     milliseconds instead of tens. Feature JSON as `prediction_row` writes it, minus spaces."""
     stamp = _utc_naive(scored_at, "scored_at")
     moments: dict[object, datetime] = {}  # most answers of a request share one as_of
-    kept: dict[tuple[str, ...], list[str]] = {}
+    ordered: dict[tuple[str, ...], list[str]] = {}
     rows = []
     for answer in answers:
         as_of = answer["as_of"]
@@ -234,11 +234,12 @@ def answer_rows(
             text = None
         else:
             names = tuple(features)
-            if names not in kept:
-                kept[names] = sorted(name for name in names if not _is_personal(name))
-            # Numbers only (the kernel's features): NaN is written as null, as `_plain` does.
+            if names not in ordered:
+                ordered[names] = sorted(names)
+            # The kernel's feature values are numbers, never personal text (`_features_json`
+            # keeps such numbers too); NaN is written as null, as `_plain` does.
             text = pydantic_core.to_json(
-                {name: features[name] for name in kept[names]}, inf_nan_mode="null"
+                {name: features[name] for name in ordered[names]}, inf_nan_mode="null"
             ).decode()
         rows.append(
             PredictionRow(

@@ -41,9 +41,6 @@ class ServeSettings(BaseSettings):
     max_events_per_lead: int = Field(5_000, ge=0)
     max_body_bytes: int = Field(10 * 2**20, ge=1_024)
     prediction_log_url: str = "sqlite:///predictions.db"
-    # LightGBM threads for batch requests (single leads always use one): with one worker on two
-    # cores, two threads nearly halve a large batch.
-    predict_threads: int = Field(2, ge=1)
     # One log line per request from uvicorn. Off by default: /metrics counts and times every
     # request by route and status, and the prediction log keeps every answer; the line costs
     # about a fifth of a small request's time.

@@ -49,10 +49,9 @@ class ModelHolder:
     """Holds the current model; a new one is loaded beside it and swapped in one assignment,
     so a request always sees one whole model and never waits for a load."""
 
-    def __init__(self, name: str, alias: str, predict_threads: int = 1) -> None:
+    def __init__(self, name: str, alias: str) -> None:
         self.name = name
         self.alias = alias
-        self.predict_threads = predict_threads
         self.current: LoadedModel | None = None
         self._loading = threading.Lock()
 
@@ -66,7 +65,6 @@ class ModelHolder:
             if self.current is not None and self.current.version == version:
                 return False
             scorer = load_scorer(f"models:/{self.name}/{version}")
-            scorer.num_threads = self.predict_threads
             page, csv = holdout_page(scorer, self.name)
             previous = self.current.version if self.current else None
             self.current = LoadedModel(scorer, version, datetime.now(UTC), page, csv)

@@ -131,7 +131,7 @@ def test_the_api_rows_read_back_as_the_checked_records_do(in_memory: bool, tmp_p
     two ways in: both must store the same values."""
     answers = []
     for i in range(6):
-        answer = record(i, features={"visits": float(i), "decay": float("nan"), "job_title": "x"})
+        answer = record(i, features={"visits": float(i), "decay": float("nan"), "email_opens": 1.0})
         answer["as_of"] = pd.Timestamp(answer["as_of"])  # as `ScoredBatch.records` gives it
         answers.append(answer)
     scored_at = T0 + timedelta(minutes=5)
@@ -152,7 +152,7 @@ def test_the_api_rows_read_back_as_the_checked_records_do(in_memory: bool, tmp_p
     assert [json.loads(f) for f in by_rows["features"]] == [
         json.loads(f) for f in by_records["features"]
     ]
-    assert json.loads(by_rows["features"][2]) == {"decay": None, "visits": 2.0}
+    assert json.loads(by_rows["features"][2]) == {"decay": None, "visits": 2.0, "email_opens": 1.0}
 
 
 def test_append_never_blocks_a_full_queue_drops_and_counts(

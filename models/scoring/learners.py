@@ -3,8 +3,9 @@
 Three kinds, behind one interface, so that whichever wins at training goes through the same
 kernel, calibration, policy and reasons:
 
-- `TreeLearner`: a LightGBM booster. The raw score is LightGBM's own prediction; the reasons
-  come from `treecontrib`'s tables (exactly LightGBM's `pred_contrib`).
+- `TreeLearner`: a LightGBM booster. Its contributions come from `treecontrib`'s tables
+  (exactly LightGBM's `pred_contrib`); its `raw_scores` are LightGBM's own prediction, which
+  training uses and which a loaded model's tables are checked against.
 - `LinearLearner`: an L2 logistic regression (scikit-learn) on binned features: every numeric
   feature cut at training quantiles, every category one level, missing its own bin. The raw score
   is the intercept plus one weight per feature, so a lead's reasons are its terms, centred on

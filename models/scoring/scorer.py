@@ -109,7 +109,6 @@ class LeadScorer:
     feature_names: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
     model_version: str = "unregistered"
-    num_threads: int = 1
     # Feature rows saved with the bundle and checked against its learner when it loads.
     check_rows: np.ndarray | None = None
 
@@ -123,9 +122,18 @@ class LeadScorer:
         return feature_matrix(batch, self.features, values, self.feature_names)
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
-        """The learner's own raw score (log-odds) of feature rows: LightGBM's prediction, or
-        the logistic model's sum of terms."""
-        return self.learner.raw_scores(matrix, self.num_threads if len(matrix) > 1 else 1)
+        """The served raw score (log-odds) of feature rows: the sum of the learner's
+        contributions (`explained`)."""
+        return self.explained(matrix)[0]
+
+    def explained(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores and the contributions that make them, from one pass: each raw score is
+        its row of contributions summed. For LightGBM those are `treecontrib`'s tables, which
+        `check` holds to LightGBM's own prediction (within CHECK_TOLERANCE) before a model is
+        served; computing them once also spares a second pass over the trees per request."""
+        contributions = self.learner.contributions(matrix)
+        raw: np.ndarray = contributions.sum(axis=1)
+        return raw, contributions
 
     def score_batch(
         self, batch: LeadBatch, *, with_reasons: bool = True, with_monitored: bool = False
@@ -133,11 +141,12 @@ class LeadScorer:
         """Scores of every row of `batch`, in order."""
         values = LeadValues(batch, self.features)
         matrix = self.feature_matrix(batch, values)
-        probability = self.calibrator.apply(self.raw_scores(matrix.values))
+        raw, contributions = self.explained(matrix.values)
+        probability = self.calibrator.apply(raw)
         rule_score = self.rules.score_batch(batch, values)
         reasons: list[Any] = [None] * batch.n_rows
         if with_reasons:
-            reasons = self._reasons(matrix)
+            reasons = self._reasons(matrix, contributions)
         columns: dict[str, Any] = {
             LEAD_ID: batch.lead_ids[batch.row_lead],
             AS_OF: batch.as_of_ns,
@@ -157,8 +166,9 @@ class LeadScorer:
             monitored = [dict(zip(names, row, strict=True)) for row in picked]
         return ScoredBatch(columns, monitored)
 
-    def _reasons(self, matrix: FeatureMatrix) -> list[dict[str, list[dict[str, object]]]]:
-        contributions = self.learner.contributions(matrix.values)
+    def _reasons(
+        self, matrix: FeatureMatrix, contributions: np.ndarray
+    ) -> list[dict[str, list[dict[str, object]]]]:
         shown = _Shown(matrix)
         return [
             {side: [reason.as_dict() for reason in found] for side, found in lead.items()}
@@ -242,9 +252,9 @@ class LeadScorer:
             logger.warning("model %s has no stored rows to check its scores", self.model_version)
             return
         rows, expected = self.check_rows[:, :-1], self.check_rows[:, -1]
-        learner = self.raw_scores(rows)
-        reasons = self.learner.contributions(rows).sum(axis=1)
-        for what, got in ((self.learner.kind, learner), ("the reasons' contributions", reasons)):
+        learner = self.learner.raw_scores(rows)
+        served = self.raw_scores(rows)
+        for what, got in ((self.learner.kind, learner), ("the served contributions", served)):
             gap = float(np.max(np.abs(got - expected)))
             if not gap <= CHECK_TOLERANCE:
                 raise ScoresDisagree(
@@ -271,9 +281,10 @@ class LeadScorer:
         return folder
 
     def with_check_rows(self, rows: np.ndarray) -> None:
-        """Keep (up to CHECK_ROWS of) these feature rows and the learner's raw scores of them."""
+        """Keep (up to CHECK_ROWS of) these feature rows and the learner's own raw scores of
+        them (LightGBM's prediction, not the tables)."""
         rows = np.asarray(rows, dtype=np.float64)[:CHECK_ROWS]
-        self.check_rows = np.column_stack([rows, self.raw_scores(rows)])
+        self.check_rows = np.column_stack([rows, self.learner.raw_scores(rows)])
 
     @classmethod
     def load(cls, folder: Path, *, model_version: str = "unregistered") -> LeadScorer:

@@ -340,7 +340,6 @@ def _fit_and_evaluate(
             "calibration_losses": losses,
             "drift_warnings": drift.warnings,
         },
-        num_threads=config.lightgbm.num_threads,
     )
     # The holdout is scored by the kernel that serves, from the leads and events themselves.
     test_batch = scorer.batch_at(
