@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
 import os
@@ -716,10 +715,6 @@ def serve(
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Several worker processes share their metrics through files in one folder.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="leadscore-metrics-")
-    # What is imported by now (pandas, scikit-learn, MLflow, FastAPI: ~400k objects) lives as
-    # long as the server: out of the collector's sight, full collections no longer walk it,
-    # which otherwise stalls every few large batches for a quarter of a second.
-    gc.freeze()
     uvicorn.run(
         "serve.app:app_factory",
         factory=True,
