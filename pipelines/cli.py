@@ -706,11 +706,11 @@ def serve(
         settings = ServeSettings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        error_console.print(
-            f"[bold red]error:[/] LEADSCORE_SERVE_{'_'.join(map(str, first['loc'])).upper()}: "
-            f"{first['msg']}",
-            highlight=False,
+        where = (
+            f"LEADSCORE_SERVE_{'_'.join(map(str, first['loc'])).upper()}: " if first["loc"] else ""
         )
+        message = str(first["msg"]).removeprefix("Value error, ")
+        error_console.print(f"[bold red]error:[/] {where}{message}", highlight=False)
         raise typer.Exit(code=2) from None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Several worker processes share their metrics through files in one folder.

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from models.registry import use_tracking
 from serve.batching import MicroBatcher
+from serve.dependencies import Service
 from serve.metrics import BodyLimitAndMetrics, Metrics
 from serve.predictionlog import PredictionLog
 from serve.routers import feedback, marketing, ops, scoring
@@ -62,7 +63,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         use_tracking(settings.workdir)
         log = PredictionLog(settings.prediction_log_url)
         log.start()
-        app.state.prediction_log = log
+        service.log = log
         tasks: list[asyncio.Task[None]] = []
 
         async def first_load() -> None:
@@ -87,10 +88,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         summary="Calibrated lead scores with reasons, beside the rule-based points.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.holder = holder
-    app.state.metrics = metrics
-    app.state.batcher = MicroBatcher(scoring.score_leads)
+    service = Service(settings, holder, metrics, MicroBatcher(scoring.score_leads))
+    app.state.service = service
     app.add_middleware(BodyLimitAndMetrics, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (scoring.router, feedback.router, marketing.router, ops.router):

@@ -1,55 +1,70 @@
-"""What routes depend on, as FastAPI dependencies: the settings, the served model, the prediction
-log, the metrics, and the API and admin keys. All live on `app.state`, set by `create_app`.
+"""What routes depend on, as FastAPI dependencies: the service (settings, model holder, metrics,
+prediction log, batcher: one object on `app.state`, made by `create_app`), the served model, and
+the API and admin keys.
 
-They are `async`: each only reads state, and a plain `def` dependency would cost a hop to the
-thread pool on every request."""
+Few and `async`: FastAPI resolves every dependency on every request, and a plain `def` one costs
+a hop to the thread pool."""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 
 from serve.batching import MicroBatcher
 from serve.metrics import Metrics
 from serve.predictionlog import PredictionLog
+from serve.schemas import ErrorOut
 from serve.settings import ServeSettings
 from serve.state import LoadedModel, ModelHolder
 
-
-async def get_settings(request: Request) -> ServeSettings:
-    settings: ServeSettings = request.app.state.settings
-    return settings
+API_KEY_HEADER = "X-API-Key"
 
 
-async def get_holder(request: Request) -> ModelHolder:
-    holder: ModelHolder = request.app.state.holder
-    return holder
+@dataclass
+class Service:
+    """What the routes share, made once per app."""
+
+    settings: ServeSettings
+    holder: ModelHolder
+    metrics: Metrics
+    batcher: MicroBatcher[Any]
+    log: PredictionLog | None = None  # opened when the app starts
+
+    @property
+    def prediction_log(self) -> PredictionLog:
+        if self.log is None:
+            raise HTTPException(status_code=503, detail="the prediction log is not open yet")
+        return self.log
 
 
-async def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
+async def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
 
 
-async def get_prediction_log(request: Request) -> PredictionLog:
-    log: PredictionLog = request.app.state.prediction_log
-    return log
+ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-async def get_batcher(request: Request) -> MicroBatcher[Any]:
-    batcher: MicroBatcher[Any] = request.app.state.batcher
-    return batcher
-
-
-async def serving_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
+async def serving_model(service: ServiceDep) -> LoadedModel:
     """The model being served; 503 until the first one has loaded."""
-    model = holder.current
+    model = service.holder.current
     if model is None:
         raise HTTPException(status_code=503, detail="no model loaded yet")
     return model
+
+
+# Declared as a security scheme in the OpenAPI document; checked below (a key is optional when
+# none is configured, so FastAPI's own "missing" error is off).
+api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="Needed when the service has an API key (the admin key for /admin routes).",
+)
 
 
 def _check_key(expected: SecretStr | None, given: str | None) -> None:
@@ -58,28 +73,43 @@ def _check_key(expected: SecretStr | None, given: str | None) -> None:
     if given is None or not secrets.compare_digest(
         given.encode(), expected.get_secret_value().encode()
     ):
-        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
+        raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER}")
 
 
 async def require_api_key(
-    settings: Annotated[ServeSettings, Depends(get_settings)],
-    x_api_key: Annotated[str | None, Header()] = None,
+    service: ServiceDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
     """The API key, when one is set (constant-time comparison)."""
-    _check_key(settings.api_key, x_api_key)
+    _check_key(service.settings.api_key, key)
+
+
+async def require_metrics_access(
+    service: ServiceDep, key: Annotated[str | None, Security(api_key_header)]
+) -> None:
+    """The API key for /metrics too, unless `metrics_public` opens it."""
+    if not service.settings.metrics_public:
+        _check_key(service.settings.api_key, key)
 
 
 async def require_admin_key(
-    settings: Annotated[ServeSettings, Depends(get_settings)],
-    x_api_key: Annotated[str | None, Header()] = None,
+    service: ServiceDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
     """The admin key (or the API key when no admin key is set)."""
-    _check_key(settings.admin_key or settings.api_key, x_api_key)
+    settings = service.settings
+    _check_key(settings.admin_key or settings.api_key, key)
 
 
-SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
-HolderDep = Annotated[ModelHolder, Depends(get_holder)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-PredictionLogDep = Annotated[PredictionLog, Depends(get_prediction_log)]
 ModelDep = Annotated[LoadedModel, Depends(serving_model)]
-BatcherDep = Annotated[MicroBatcher[Any], Depends(get_batcher)]
+
+
+_ANSWERS = {
+    401: "Missing or wrong X-API-Key (when the service has a key).",
+    404: "Not available for the served model.",
+    413: "Too many leads in one request, or a body over the size limit.",
+    503: "Not ready: no model loaded yet, or a store not reachable.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for its OpenAPI document (422 is FastAPI's own)."""
+    return {status: {"model": ErrorOut, "description": _ANSWERS[status]} for status in statuses}

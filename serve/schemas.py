@@ -275,6 +275,10 @@ class ModelInfo(BaseModel):
     lead_fields: list[str]
 
 
+class ErrorOut(BaseModel):
+    detail: Any = Field(description="What was wrong: a message, or the fields and their problems.")
+
+
 class Health(BaseModel):
     status: str
     model_version: str | None = None

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LEADSCORE_SERVE_"
 
 
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="LEADSCORE_SERVE_", extra="forbid", frozen=True, populate_by_name=True
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, populate_by_name=True
     )
 
     environment: Literal["development", "production"] = "development"
@@ -45,9 +48,36 @@ class ServeSettings(BaseSettings):
     # request by route and status, and the prediction log keeps every answer; the line costs
     # about a fifth of a small request's time.
     access_log: bool = False
+    # GET /metrics asks for the API key like every other route, unless this opens it (for a
+    # Prometheus that cannot send headers, on a network only it reaches).
+    metrics_public: bool = False
+
+    @field_validator("api_key", "admin_key")
+    @classmethod
+    def _not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        # An empty key would let an empty X-API-Key header in.
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("empty or blank: set a key, or unset the variable to have none")
+        return key
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> ServeSettings:
         if self.environment == "production" and (self.api_key is None or self.admin_key is None):
             raise ValueError("production needs LEADSCORE_SERVE_API_KEY and _ADMIN_KEY")
+        unknown = unknown_variables(os.environ)
+        if unknown:
+            known = ", ".join(
+                sorted(f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields)
+            )
+            raise ValueError(f"unknown settings {', '.join(unknown)} (a typo?); known: {known}")
         return self
+
+
+def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """LEADSCORE_SERVE_ variables that name no setting: a misspelt one would be ignored."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in ServeSettings.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    )

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
 from models.registry import CHAMPION, use_tracking
+from pipelines.cli import app as cli_app
 from pipelines.training import TrainingRun
 from serve.app import create_app
 from serve.settings import ServeSettings
@@ -258,7 +260,7 @@ def test_metrics_log_and_outcomes(
                             "closed_at": "2025-05-01T00:00:00Z"}]},
     )  # fmt: skip
     assert recorded.status_code == 200 and recorded.json() == {"recorded": 1}
-    log = client.app.state.prediction_log  # type: ignore[attr-defined]
+    log = client.app.state.service.prediction_log  # type: ignore[attr-defined]
     log.flush()
     logged = log.read_predictions()
     assert len(logged) >= 5 and {"probability", "tier", "model_version"} <= set(logged.columns)
@@ -323,7 +325,7 @@ def test_monitor_reports_outcomes_by_tier_and_drift(
         for row in closed.itertuples()
     ]
     assert client.post("/outcomes", json={"outcomes": outcomes}).json()["recorded"] == len(outcomes)
-    client.app.state.prediction_log.flush()  # type: ignore[attr-defined]
+    client.app.state.service.prediction_log.flush()  # type: ignore[attr-defined]
 
     result = CliRunner().invoke(
         cli,
@@ -395,3 +397,60 @@ def test_the_api_serves_what_training_wrote_to(
     monkeypatch.setenv("LEADSCORE_SERVE_WORKDIR", str(tmp_path / "serving"))
     assert ServeSettings().workdir == tmp_path / "serving"
     assert ServeSettings(workdir=Path("elsewhere")).workdir == Path("elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("variables", "refused"),
+    [
+        ({"LEADSCORE_SERVE_API_KEY": ""}, "LEADSCORE_SERVE_API_KEY: empty or blank"),
+        ({"LEADSCORE_SERVE_ADMIN_KEY": "  "}, "LEADSCORE_SERVE_ADMIN_KEY: empty or blank"),
+        (
+            {
+                "LEADSCORE_SERVE_ENVIRONMENT": "production",
+                "LEADSCORE_SERVE_API_KEY": "",
+                "LEADSCORE_SERVE_ADMIN_KEY": "",
+            },
+            "empty or blank",
+        ),
+        ({"LEADSCORE_SERVE_ENVIRONMENT": "production"}, "production needs"),
+        ({"LEADSCORE_SERVE_PROT": "9000"}, "unknown settings LEADSCORE_SERVE_PROT"),
+    ],
+)
+def test_the_server_refuses_to_start_on_unsafe_or_misspelt_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variables: dict[str, str], refused: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli_app, ["serve", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert refused in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def test_metrics_ask_for_the_key_unless_opened(
+    store: tuple[Path, SimulatedFunnel, TrainingRun],
+) -> None:
+    workdir, _, _ = store
+    for public, without_key in ((False, 401), (True, 200)):
+        keyed = settings(workdir, api_key="s3cret", metrics_public=public)
+        with TestClient(create_app(keyed)) as test_client:
+            assert test_client.get("/metrics").status_code == without_key
+            answer = test_client.get("/metrics", headers={"X-API-Key": "s3cret"})
+            assert answer.status_code == 200 and "leadscore_requests_total" in answer.text
+
+
+def test_the_openapi_document_declares_the_key_and_every_status(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": document["components"]["securitySchemes"]["APIKeyHeader"]["description"],
+    }
+    predict = document["paths"]["/predict"]["post"]
+    assert predict["security"] == [{"APIKeyHeader": []}]
+    assert {"200", "401", "413", "422", "503"} <= set(predict["responses"])
+    csv = document["paths"]["/compare.csv"]["get"]["responses"]["200"]["content"]
+    assert list(csv) == ["text/csv"]
+    events = document["components"]["schemas"]["LeadIn"]["properties"]["events"]
+    assert events["items"]["required"] == ["ts", "event_type"]

@@ -4,12 +4,16 @@ built once when the model loads."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, Response
 
-from serve.dependencies import ModelDep, require_api_key
+from serve.dependencies import ModelDep, error_responses, require_api_key
 from serve.state import LoadedModel
 
-router = APIRouter(tags=["marketing"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    tags=["marketing"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(401, 404, 503),
+)
 
 
 def _compared(model: LoadedModel) -> tuple[str, str]:
@@ -30,11 +34,15 @@ def compare_page(model: ModelDep) -> HTMLResponse:
     return HTMLResponse(page)
 
 
-@router.get("/compare.csv", response_class=PlainTextResponse)
-def compare_csv(model: ModelDep) -> PlainTextResponse:
+@router.get(
+    "/compare.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "One row per holdout lead."}},
+)
+def compare_csv(model: ModelDep) -> Response:
     """Every holdout lead with both scores, both lists and the reasons."""
     _, csv = _compared(model)
-    return PlainTextResponse(
+    return Response(
         csv,
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="leads-v{model.version}.csv"'},

@@ -8,7 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from serve.dependencies import HolderDep, MetricsDep, require_admin_key
+from serve.dependencies import (
+    ServiceDep,
+    error_responses,
+    require_admin_key,
+    require_metrics_access,
+)
 from serve.metrics import Metrics
 from serve.schemas import Health
 from serve.state import ModelHolder
@@ -30,17 +35,23 @@ async def health() -> Health:
 
 
 @router.get("/ready", response_model=Health, responses={503: {"model": Health}})
-async def ready(holder: HolderDep) -> Health | JSONResponse:
+async def ready(service: ServiceDep) -> Health | JSONResponse:
     """A model is loaded and answering."""
-    model = holder.current
+    model = service.holder.current
     if model is None:
         return JSONResponse(status_code=503, content={"status": "loading"})
     return Health(status="ready", model_version=model.version)
 
 
-@router.post("/admin/reload", response_model=Health, dependencies=[Depends(require_admin_key)])
-async def reload(holder: HolderDep, metrics: MetricsDep) -> Health:
+@router.post(
+    "/admin/reload",
+    response_model=Health,
+    dependencies=[Depends(require_admin_key)],
+    responses=error_responses(401, 503),
+)
+async def reload(service: ServiceDep) -> Health:
     """Load the alias's current version now (beside the served one), then swap."""
+    holder, metrics = service.holder, service.metrics
     try:
         await asyncio.to_thread(holder.load_if_changed)
     except Exception as exc:
@@ -52,6 +63,10 @@ async def reload(holder: HolderDep, metrics: MetricsDep) -> Health:
     return Health(status="ready", model_version=model.version)
 
 
-@router.get("/metrics", include_in_schema=False)
-async def prometheus(metrics: MetricsDep) -> Response:
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+@router.get(
+    "/metrics",
+    include_in_schema=False,
+    dependencies=[Depends(require_metrics_access)],
+)
+async def prometheus(service: ServiceDep) -> Response:
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -17,19 +17,16 @@ from fastapi.responses import Response
 
 from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
-from serve.dependencies import (
-    BatcherDep,
-    MetricsDep,
-    ModelDep,
-    PredictionLogDep,
-    SettingsDep,
-    require_api_key,
-)
+from serve.dependencies import ModelDep, ServiceDep, error_responses, require_api_key
 from serve.predictionlog import answer_rows
 from serve.schemas import BatchIn, LeadIn, ModelInfo, PredictBody, PredictResponse
 from serve.state import LoadedModel
 
-router = APIRouter(tags=["scoring"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    tags=["scoring"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(401, 503),
+)
 
 # Requests with at most this many leads are scored on the event loop, together with the other
 # small requests that are ready at the same moment (serve.batching); larger ones in a thread.
@@ -99,30 +96,28 @@ def _check_leads(
                 raise _refuse([*path, column], "not a number", "float_parsing")
 
 
-@router.post("/predict", response_model=PredictResponse)
+@router.post("/predict", response_model=PredictResponse, responses=error_responses(413))
 async def predict(
     body: PredictBody,
     model: ModelDep,
-    settings: SettingsDep,
-    log: PredictionLogDep,
-    metrics: MetricsDep,
-    batcher: BatcherDep,
+    service: ServiceDep,
 ) -> Response:
     """Score one lead, or a batch under `leads`. Answers the calibrated probability of
     converting within the model's horizon, MQL and tier, the rule-based points, and the
     top reasons for and against."""
+    settings = service.settings
     leads = body.leads if isinstance(body, BatchIn) else [body]
     if len(leads) > settings.max_batch:
         raise HTTPException(status_code=413, detail=f"at most {settings.max_batch} leads")
     _check_leads(body, leads, model, settings.max_events_per_lead)
     if len(leads) <= _INLINE_LEADS:
         # Small requests that are ready together are scored in one kernel call, on the loop.
-        answers = await batcher(model, leads)
+        answers = await service.batcher(model, leads)
     else:
         answers = await run_in_threadpool(score_leads, model, leads)
-    log.append(answer_rows(answers, datetime.now(UTC), model.version))
+    service.prediction_log.append(answer_rows(answers, datetime.now(UTC), model.version))
     for tier, count in collections.Counter(a["tier"] for a in answers).items():
-        metrics.predictions.labels(tier).inc(count)
+        service.metrics.predictions.labels(tier).inc(count)
     for answer in answers:
         del answer["features"]  # logged, not answered
         answer["model_version"] = model.version
@@ -138,9 +133,9 @@ async def predict(
 
 
 @router.get("/model", response_model=ModelInfo, tags=["model"])
-def model_info(model: ModelDep, settings: SettingsDep) -> ModelInfo:
+def model_info(model: ModelDep, service: ServiceDep) -> ModelInfo:
     """What is being served: version, threshold, tiers, training metrics, features."""
-    scorer = model.scorer
+    scorer, settings = model.scorer, service.settings
     test_metrics = scorer.metadata.get("test_metrics", {})
     return ModelInfo(
         name=settings.model_name,
