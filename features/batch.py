@@ -89,6 +89,47 @@ class LeadBatch:
         return np.array([*(index.get(kind, -1) for kind in self.kinds), -1], dtype=np.int64)
 
 
+# The longest span between a lead's score time and its creation or one of its events. Times are
+# int64 nanoseconds, which hold 292 years; longer spans are CRM placeholders, not history, and
+# would overflow the ages computed from them.
+MAX_SPAN_YEARS = 200
+_MAX_SPAN_NS = float(MAX_SPAN_YEARS * 365 * 86_400 * 10**9)
+
+
+def unscorable_rows(batch: LeadBatch) -> tuple[np.ndarray, str, str] | None:
+    """Scored rows that no kernel may score, the field at fault and why: a lead scored before
+    it was created, or a creation or event further than MAX_SPAN_YEARS from the score time.
+    None when all can be scored."""
+    if batch.created_ns is not None and batch.n_rows:
+        created = batch.created_ns[batch.row_lead]
+        early = np.flatnonzero(batch.as_of_ns < created)
+        if early.size:
+            return early, CREATED_AT, "is scored before it was created"
+        # In float: the difference itself may not fit int64.
+        span = batch.as_of_ns.astype(np.float64) - created.astype(np.float64)
+        old = np.flatnonzero(span > _MAX_SPAN_NS)
+        if old.size:
+            return old, CREATED_AT, f"was created over {MAX_SPAN_YEARS} years before its score time"
+    known = batch.event_lead >= 0
+    if known.any() and batch.n_rows:
+        moments = batch.as_of_ns.astype(np.float64)
+        latest = np.full(batch.n_leads, -np.inf)
+        earliest = np.full(batch.n_leads, np.inf)
+        np.maximum.at(latest, batch.row_lead, moments)
+        np.minimum.at(earliest, batch.row_lead, moments)
+        owners = batch.event_lead[known]
+        ts = batch.event_ts[known].astype(np.float64)
+        far = (latest[owners] - ts > _MAX_SPAN_NS) | (ts - earliest[owners] > _MAX_SPAN_NS)
+        if far.any():
+            leads = np.unique(owners[far])
+            return (
+                np.flatnonzero(np.isin(batch.row_lead, leads)),
+                EVENTS_FIELD,
+                f"has events over {MAX_SPAN_YEARS} years from its score time",
+            )
+    return None
+
+
 # --- records: API bodies and pyfunc rows -------------------------------------------------------
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -164,7 +205,7 @@ def batch_from_records(
         kinds.extend(listed.kinds)
     code_of: dict[str, int] = {}
     event_kind = np.array([code_of.setdefault(k, len(code_of)) for k in kinds], dtype=np.int64)
-    return LeadBatch(
+    batch = LeadBatch(
         lead_ids=lead_ids,
         columns=values,
         created_ns=created,
@@ -175,6 +216,22 @@ def batch_from_records(
         event_kind=event_kind,
         kinds=tuple(code_of),
     )
+    refused = unscorable_rows(batch)
+    if refused is not None:
+        rows, field, why = refused
+        raise LeadsUnscorable(
+            f"lead {lead_ids[rows[0]]!r} (position {rows[0]}) {why}", rows.tolist(), field, why
+        )
+    return batch
+
+
+class LeadsUnscorable(DataContractError):
+    """Leads sent as records that cannot be scored: their positions among the records, the
+    field at fault and why."""
+
+    def __init__(self, problem: str, positions: list[int], field: str, why: str) -> None:
+        self.positions, self.field, self.why = positions, field, why
+        super().__init__(problem)
 
 
 def _absent(value: object) -> bool:
@@ -341,7 +398,7 @@ def batch_from_frames(
             codes, uniques = pd.factorize(types)
             event_kind = codes.astype(np.int64)
             kinds = tuple(str(k) for k in uniques)
-    return LeadBatch(
+    batch = LeadBatch(
         lead_ids=lead_ids,
         columns=_FrameColumns(leads),
         created_ns=created,
@@ -352,3 +409,9 @@ def batch_from_frames(
         event_kind=event_kind,
         kinds=kinds,
     )
+    refused = unscorable_rows(batch)
+    if refused is not None:
+        rows, field, why = refused
+        column = CREATED_AT if field == CREATED_AT else TS
+        raise DataContractError(f"a lead {why}", column=column, rows=rows)
+    return batch

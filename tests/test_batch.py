@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.batch import EventsUnreadable, batch_from_frames, batch_from_records, read_events
+from features.batch import (
+    EventsUnreadable,
+    LeadsUnscorable,
+    batch_from_frames,
+    batch_from_records,
+    read_events,
+)
 from features.build import feature_matrix
 from features.config import FeatureConfig
 from features.contract import DataContractError
@@ -179,3 +185,25 @@ def test_unreadable_events_name_their_position_and_field(
     record = {"lead_id": "1", "created_at": START, "events": [good, event]}
     with pytest.raises(DataContractError, match=r"events\.1"):
         batch_from_records([record], now_ns=0)
+
+
+def test_a_lead_is_never_scored_before_it_exists_or_across_centuries() -> None:
+    created = pd.Timestamp("2025-03-01", tz="UTC")
+    leads = pd.DataFrame({"lead_id": ["a", "b"], "created_at": [created, created]})
+    spine = pd.DataFrame(
+        {
+            "lead_id": ["a", "b"],
+            "as_of": [created + pd.Timedelta(days=3), created - pd.Timedelta(1)],
+        }
+    )
+    with pytest.raises(DataContractError, match=r"is scored before it was created.*\(row 3\)"):
+        batch_from_frames(spine, leads, None)
+    old = pd.DataFrame(
+        {"lead_id": ["a"], "ts": [pd.Timestamp("1750-01-01", tz="UTC")], "event_type": ["x"]}
+    )
+    with pytest.raises(DataContractError, match="events over 200 years"):
+        batch_from_frames(spine.iloc[:1], leads, old)
+    record = {"lead_id": "c", "created_at": "2030-01-01T00:00:00Z", "as_of": "2029-01-01T00:00:00Z"}
+    with pytest.raises(LeadsUnscorable) as refused:
+        batch_from_records([{"lead_id": "ok", "created_at": START}, record], now_ns=created.value)
+    assert (refused.value.positions, refused.value.field) == ([1], "created_at")

@@ -198,6 +198,28 @@ def test_unknown_categories_missing_fields_and_unknown_events_are_scored(
             {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "events": "email_open"},
             ["body", "events"],
         ),
+        (  # as_of left out is now: a lead created later cannot be scored yet
+            {"lead_id": "1", "created_at": "2240-03-01T09:00:00Z"},
+            ["body", "created_at"],
+        ),
+        (  # a placeholder creation date: ages would not fit the kernel's times
+            {
+                "leads": [
+                    {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z"},
+                    {"lead_id": "2", "created_at": "1700-01-01T00:00:00Z"},
+                ]
+            },
+            ["body", "leads", 1, "created_at"],
+        ),
+        (
+            {
+                "lead_id": "1",
+                "created_at": "2025-03-01T09:00:00Z",
+                "as_of": "2025-04-01T09:00:00Z",
+                "events": [{"ts": "1750-03-02T09:00:00Z", "event_type": "email_open"}],
+            },
+            ["body", "events"],
+        ),
         (  # an event model needs the creation time of every lead
             {"leads": [{"lead_id": "1", "created_at": "2025-03-01T09:00:00Z"}, {"lead_id": "2"}]},
             ["body", "leads", 1, "created_at"],

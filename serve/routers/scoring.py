@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from features.batch import LeadsUnscorable
 from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
 from serve.dependencies import ModelDep, ServiceDep, error_responses, require_api_key
@@ -110,11 +111,17 @@ async def predict(
     if len(leads) > settings.max_batch:
         raise HTTPException(status_code=413, detail=f"at most {settings.max_batch} leads")
     _check_leads(body, leads, model, settings.max_events_per_lead)
-    if len(leads) <= _INLINE_LEADS:
-        # Small requests that are ready together are scored in one kernel call, on the loop.
-        answers = await service.batcher(model, leads)
-    else:
-        answers = await run_in_threadpool(score_leads, model, leads)
+    try:
+        if len(leads) <= _INLINE_LEADS:
+            # Small requests that are ready together are scored in one kernel call, on the loop.
+            answers = await service.batcher(model, leads)
+        else:
+            answers = await run_in_threadpool(score_leads, model, leads)
+    except LeadsUnscorable as exc:  # a merged round is re-scored request by request: ours
+        path: list[Any] = (
+            ["body", "leads", exc.positions[0]] if isinstance(body, BatchIn) else ["body"]
+        )
+        raise _refuse([*path, exc.field], exc.why, "value_error") from None
     service.prediction_log.append(answer_rows(answers, datetime.now(UTC), model.version))
     for tier, count in collections.Counter(a["tier"] for a in answers).items():
         service.metrics.predictions.labels(tier).inc(count)
