@@ -205,7 +205,9 @@ def test_attribute_points_use_the_parsed_fit_features() -> None:
 
 def test_future_events_do_not_change_points() -> None:
     funnel = random_funnel(seed=22)
-    spine = pd.DataFrame({"lead_id": funnel.leads["lead_id"], AS_OF: START + pd.Timedelta(days=90)})
+    moment = START + pd.Timedelta(days=90)
+    existing = funnel.leads[funnel.leads["created_at"] <= moment]  # no lead scored before it exists
+    spine = pd.DataFrame({"lead_id": existing["lead_id"], AS_OF: moment})
     rules = PointsRules.default()
     before = rules.score(spine, funnel.leads, funnel.events, FEATURES)
     late = funnel.events.assign(ts=START + pd.Timedelta(days=90) + pd.Timedelta(hours=1))
@@ -376,7 +378,9 @@ def test_a_saved_table_loads_as_the_same_table_and_scores_the_same(
     assert loaded == rules
     funnel = random_funnel(n_leads=20, n_events=300, seed=3)
     leads = _with_employees(funnel.leads, seed=3)
-    spine = pd.DataFrame({"lead_id": leads["lead_id"], AS_OF: START + pd.Timedelta(days=150)})
+    moment = START + pd.Timedelta(days=150)
+    existing = leads[leads["created_at"] <= moment]  # no lead is scored before it exists
+    spine = pd.DataFrame({"lead_id": existing["lead_id"], AS_OF: moment})
     np.testing.assert_array_equal(
         loaded.score(spine, leads, funnel.events, FEATURES)[RULE_SCORE],
         rules.score(spine, leads, funnel.events, FEATURES)[RULE_SCORE],
