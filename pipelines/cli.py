@@ -75,6 +75,11 @@ def user_errors_exit(command: Callable[P, R]) -> Callable[P, R]:
         except DataContractError as exc:
             error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            # One line, not a traceback: a model version is registered only by a training run
+            # that finished, and `champion` moves last.
+            error_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(code=130) from None
 
     return wrapper
 

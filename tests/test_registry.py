@@ -170,6 +170,66 @@ def test_a_run_that_fails_late_never_moves_champion(
     assert runs.iloc[0]["status"] in ("FAILED", "KILLED")
 
 
+def _versions() -> list[str]:
+    return sorted(str(v.version) for v in MlflowClient().search_model_versions(f"name='{NAME}'"))
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "mlflow.pyfunc.log_model",  # inside the run, after the model is logged: nothing to undo
+        "models.registry.store.MlflowClient.set_registered_model_alias",  # after registration
+    ],
+)
+def test_an_interrupted_run_leaves_no_version_and_the_champion_as_it_was(
+    first: TrainingRun,
+    workdir: Path,
+    funnel: SimulatedFunnel,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A version exists only for a run that finished and got its alias: none is left READY by
+    a failed run, to be scored or promoted by mistake."""
+    before, versions = champion_version(), _versions()
+    real = mlflow.pyfunc.log_model
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        if where == "mlflow.pyfunc.log_model":
+            real(*args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(funnel.leads, funnel.events, settings(workdir, funnel), PointsRules.default())
+    monkeypatch.undo()
+    assert champion_version() == before
+    assert _versions() == versions
+    # And the re-run succeeds.
+    again = run_training(
+        funnel.leads, funnel.events, settings(workdir, funnel), PointsRules.default()
+    )
+    assert again.registration.version and again.registration.version not in versions
+    run = MlflowClient().get_run(again.registration.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["model_version"] == again.registration.version
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    workdir: Path, funnel: SimulatedFunnel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "data"
+    write_funnel(funnel, folder)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipelines.training.log_and_register", interrupted)
+    monkeypatch.setenv("LEADSCORE_WORKDIR", str(workdir))
+    result = runner.invoke(app, ["train", "--data", str(folder)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "Traceback" not in result.output
+
+
 def test_score_command_goes_through_the_registered_bundle(
     first: TrainingRun, workdir: Path, funnel: SimulatedFunnel, tmp_path: Path
 ) -> None:

@@ -201,8 +201,8 @@ def log_and_register(
 ) -> Registration:
     """One MLflow run: config, data fingerprint, metrics, artifacts, the registered bundle.
 
-    The alias moves last, after everything else succeeded: a failed or interrupted run leaves
-    `champion` where it was.
+    The version is registered after the run has finished, and the alias moves last: a failed or
+    interrupted run leaves no version and `champion` where it was.
     """
     use_tracking(workdir)
     experiment = _experiment_id(config.experiment, workdir)
@@ -284,15 +284,26 @@ def log_and_register(
         output = LeadScoreModel.for_scorer(LeadScorer.load(folder / SCORER_ARTIFACT)).predict(
             None, example
         )
-        info = _log_bundle(folder / SCORER_ARTIFACT, example, output, config.model_name)
-        version = str(info.registered_model_version)
-        mlflow.set_tag("model_version", version)
+        info = _log_bundle(folder / SCORER_ARTIFACT, example, output)
+    # Registered only now that the run has finished: a failed or interrupted run never leaves a
+    # version behind that could be scored or promoted. What fails from here on takes its
+    # version with it.
     assert decision.alias is not None
     client = MlflowClient()
-    client.set_model_version_tag(
-        config.model_name, version, "decision", f"{decision.alias}: {decision.reason}"
-    )
-    client.set_registered_model_alias(config.model_name, decision.alias, version)
+    version = ""
+    try:
+        registered = mlflow.register_model(info.model_uri, config.model_name)
+        version = str(registered.version)
+        client.set_tag(run.info.run_id, "model_version", version)
+        client.set_model_version_tag(
+            config.model_name, version, "decision", f"{decision.alias}: {decision.reason}"
+        )
+        client.set_registered_model_alias(config.model_name, decision.alias, version)
+    except BaseException:  # an interrupt too: no version without its alias
+        if version:
+            with contextlib.suppress(Exception):
+                client.delete_model_version(config.model_name, version)
+        raise
     return Registration(
         run_id=run.info.run_id,
         version=version,
@@ -389,10 +400,8 @@ def load_suggested_points(scorer: LeadScorer) -> tuple[PointsRules, dict[str, fl
     return table, {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
 
 
-def _log_bundle(
-    scorer_folder: Path, example: pd.DataFrame, output: pd.DataFrame, name: str
-) -> ModelInfo:
-    """Log the pyfunc bundle (model from code, the scorer as an artifact) and register it."""
+def _log_bundle(scorer_folder: Path, example: pd.DataFrame, output: pd.DataFrame) -> ModelInfo:
+    """Log the pyfunc bundle (model from code, the scorer as an artifact) with the run."""
     info: ModelInfo = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_ENTRY),
@@ -400,7 +409,6 @@ def _log_bundle(
         signature=_signature(example, output),
         input_example=example,
         pip_requirements=_versions_pinned(),
-        registered_model_name=name,
     )
     return info
 
