@@ -90,7 +90,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     service = Service(settings, holder, metrics, MicroBatcher(scoring.score_leads))
     app.state.service = service
-    app.add_middleware(BodyLimitAndMetrics, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        BodyLimitAndMetrics,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        max_in_flight=settings.max_in_flight,
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (scoring.router, feedback.router, marketing.router, ops.router):
         app.include_router(router)

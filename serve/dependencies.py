@@ -106,7 +106,8 @@ _ANSWERS = {
     401: "Missing or wrong X-API-Key (when the service has a key).",
     404: "Not available for the served model.",
     413: "Too many leads in one request, or a body over the size limit.",
-    503: "Not ready: no model loaded yet, or a store not reachable.",
+    503: "Not ready (no model loaded yet), or busy: more requests in flight than the service "
+    "takes at once (retry after the Retry-After header's seconds).",
 }
 
 

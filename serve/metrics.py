@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from fastapi import HTTPException
@@ -58,13 +58,24 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class BodyLimitAndMetrics:
-    """Pure ASGI middleware: refuses oversized bodies (413) and times every request."""
+# Always answered, however busy the service is: a load balancer must see it alive.
+_ALWAYS_ADMITTED = frozenset({"/health", "/ready", "/metrics"})
+BUSY_RETRY_AFTER_SECONDS = 1
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+
+class BodyLimitAndMetrics:
+    """Pure ASGI middleware: refuses oversized bodies (413) while they are read, refuses
+    requests beyond `max_in_flight` at once (503 with Retry-After: a queue that only grows
+    would answer everyone late), and times every request."""
+
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, metrics: Metrics, max_in_flight: int = 64
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +86,25 @@ class BodyLimitAndMetrics:
             await _send_json(send, 413, {"detail": f"body over {self.max_body_bytes} bytes"})
             self.metrics.requests.labels("unmatched", scope["method"], "413").inc()
             return
+        if scope["path"] in _ALWAYS_ADMITTED:
+            await self._timed(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await _send_json(
+                send,
+                503,
+                {"detail": f"busy: {self.max_in_flight} requests in flight; retry shortly"},
+                [(b"retry-after", str(BUSY_RETRY_AFTER_SECONDS).encode())],
+            )
+            self.metrics.requests.labels("busy", scope["method"], "503").inc()
+            return
+        self.in_flight += 1
+        try:
+            await self._timed(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _timed(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
 
         async def limited_receive() -> Message:
@@ -113,7 +143,9 @@ class _BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail="request body too large")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -122,6 +154,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *headers,
             ],
         }
     )

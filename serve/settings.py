@@ -43,6 +43,9 @@ class ServeSettings(BaseSettings):
     max_batch: int = Field(1_000, ge=1)
     max_events_per_lead: int = Field(5_000, ge=0)
     max_body_bytes: int = Field(10 * 2**20, ge=1_024)
+    # Requests being handled at once, per worker; more are answered 503 with Retry-After at once
+    # (/health, /ready and /metrics always answer).
+    max_in_flight: int = Field(64, ge=1)
     prediction_log_url: str = "sqlite:///predictions.db"
     # One log line per request from uvicorn. Off by default: /metrics counts and times every
     # request by route and status, and the prediction log keeps every answer; the line costs

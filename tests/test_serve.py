@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from models.registry import CHAMPION, use_tracking
 from pipelines.cli import app as cli_app
 from pipelines.training import TrainingRun
 from serve.app import create_app
+from serve.metrics import BodyLimitAndMetrics, Metrics
 from serve.settings import ServeSettings
 from simulator.funnel import SimulatedFunnel
 from tests.conftest import train_into_store
@@ -476,3 +479,47 @@ def test_the_openapi_document_declares_the_key_and_every_status(client: TestClie
     assert list(csv) == ["text/csv"]
     events = document["components"]["schemas"]["LeadIn"]["properties"]["events"]
     assert events["items"]["required"] == ["ts", "event_type"]
+
+
+def test_requests_beyond_the_in_flight_bound_are_503_with_retry_after() -> None:
+    """A bounded number of requests at once; beyond it an immediate 503 with Retry-After,
+    while /health still answers."""
+
+    async def scenario() -> list[tuple[int, dict[bytes, bytes]]]:
+        release, started = asyncio.Event(), asyncio.Event()
+
+        async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["path"] == "/predict" and not release.is_set():
+                started.set()
+                await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        gate = BodyLimitAndMetrics(
+            slow_app, max_body_bytes=4_096, metrics=Metrics(), max_in_flight=1
+        )
+
+        async def call(path: str) -> tuple[int, dict[bytes, bytes]]:
+            answer: dict[str, Any] = {}
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    answer.update(status=message["status"], headers=dict(message["headers"]))
+
+            scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+            await gate(scope, receive, send)
+            return answer["status"], answer["headers"]
+
+        first = asyncio.create_task(call("/predict"))
+        await started.wait()
+        answers = [await call("/predict"), await call("/health")]
+        release.set()
+        answers += [await first, await call("/predict")]
+        return answers
+
+    busy, health, first, later = asyncio.run(scenario())
+    assert busy[0] == 503 and busy[1][b"retry-after"] == b"1"
+    assert (health[0], first[0], later[0]) == (200, 200, 200)
