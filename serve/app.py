@@ -99,6 +99,17 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (scoring.router, feedback.router, marketing.router, ops.router):
         app.include_router(router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # /predict reads its body itself (see scoring); its models join the components here.
+        document = default_openapi()
+        document.setdefault("components", {}).setdefault("schemas", {}).update(
+            scoring.PREDICT_BODY_DEFINITIONS
+        )
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -107,7 +118,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 # collections) they are walked again and again and promoted while the request still holds them,
 # and full collections follow: about a third of such a request's time. They are freed by
 # reference counting; cycles are still collected, only less often.
-SERVING_GC_THRESHOLDS = (50_000, 20, 100)
+SERVING_GC_THRESHOLDS = (10_000, 10, 100)
 
 
 def app_factory() -> FastAPI:

@@ -106,11 +106,13 @@ _ANSWERS = {
     401: "Missing or wrong X-API-Key (when the service has a key).",
     404: "Not available for the served model.",
     413: "Too many leads in one request, or a body over the size limit.",
+    422: "A field is missing or wrong: `detail` lists each problem with its path (`loc`).",
     503: "Not ready (no model loaded yet), or busy: more requests in flight than the service "
     "takes at once (retry after the Retry-After header's seconds).",
 }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers of a route, for its OpenAPI document (422 is FastAPI's own)."""
+    """The error answers of a route, for its OpenAPI document (FastAPI adds 422 by itself to
+    routes whose parameters it validates)."""
     return {status: {"model": ErrorOut, "description": _ANSWERS[status]} for status in statuses}

@@ -114,6 +114,10 @@ _EVENTS_SCHEMA: dict[str, Any] = {
 }
 
 
+# Per lead: a body of bad events would otherwise be answered with every one of them.
+_PROBLEMS_SHOWN = 20
+
+
 def _read_events(value: object) -> EventList:
     """The events through the kernel's own reader (`features.batch.read_events`): each problem
     answered with its path, e.g. `events.3.ts`."""
@@ -133,7 +137,7 @@ def _read_events(value: object) -> EventList:
                     input=value,
                     ctx={} if message == "Field required" else {"error": ValueError(message)},
                 )
-                for position, field, message in exc.problems
+                for position, field, message in exc.problems[:_PROBLEMS_SHOWN]
             ],
         ) from None
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -89,3 +92,79 @@ def test_serve_predict_hot_swap_and_stop(tmp_path: Path, monkeypatch: pytest.Mon
     # Uvicorn shuts down gracefully on SIGTERM, then re-raises it: -15 is a clean stop.
     assert code in (0, -15) and "Application shutdown complete" in log, log[-2000:]
     assert "prediction log closed" in log and "0 dropped" in log
+
+
+# Posts a body file and writes the status and JSON answer beside it.
+_SEND = """
+import json, sys, httpx
+url, stem = sys.argv[1], sys.argv[2]
+print("ready", flush=True)  # imported: from here on it only sends
+sys.stdin.readline()
+with open(stem + ".json", "rb") as body:
+    answer = httpx.post(url, content=body.read(), headers={"content-type": "application/json"},
+                        timeout=120)
+with open(stem + ".answer", "w") as out:
+    json.dump({"status": answer.status_code, "body": answer.json()}, out)
+"""
+
+
+def _maximal(leads: list[bytes], limit: int) -> bytes:
+    """A batch body of exactly `limit` bytes (JSON spaces at its end)."""
+    body = b'{"leads":[' + b",".join(leads) + b"]}"
+    assert len(body) <= limit
+    return body[:-2] + b" " * (limit - len(body)) + body[-2:]
+
+
+def test_health_answers_while_maximal_bad_requests_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies at the size limit are read and validated off the event loop, a lead at a time:
+    /health keeps answering meanwhile. Too many leads are refused (413) as soon as the lead over
+    the limit is read; bad leads get their 422 with the first problems."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = {
+        "LEADSCORE_SERVE_RELOAD_INTERVAL_SECONDS": "0",
+        "LEADSCORE_SERVE_PREDICTION_LOG_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+    }
+    limit = 10 * 2**20  # the default LEADSCORE_SERVE_MAX_BODY_BYTES
+    tiny = b'{"lead_id":"%d","created_at":"soon"}'
+    many = _maximal([tiny % i for i in range(limit // len(tiny % 10**6))], limit)
+    events = b",".join([b'{"ts":"yesterday","event_type":"email_open"}'] * 220)
+    heavy = b'{"lead_id":"%d","created_at":"2025-03-01T09:00:00Z","events":[%s]}'
+    bad = _maximal([heavy % (i, events) for i in range(1_000)], limit)
+    with serving(tmp_path, env) as server:
+        wait_for(f"{server.base}/health", server.process)
+        for name, body, status in (("many", many, 413), ("bad", bad, 422)):
+            # Sent by another process, so that this one only asks /health.
+            (tmp_path / f"{name}.json").write_bytes(body)
+            sender = subprocess.Popen(
+                [sys.executable, "-c", _SEND, f"{server.base}/predict", str(tmp_path / name)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert sender.stdin is not None and sender.stdout is not None
+            assert sender.stdout.readline().strip() == "ready"
+            sender.stdin.write("go\n")
+            sender.stdin.flush()
+            latencies = []
+            with httpx.Client(timeout=5) as client:
+                while sender.poll() is None:
+                    started = time.perf_counter()
+                    assert client.get(f"{server.base}/health").status_code == 200
+                    latencies.append(time.perf_counter() - started)
+                    time.sleep(0.01)
+            assert sender.wait() == 0
+            answer = json.loads((tmp_path / f"{name}.answer").read_text())
+            assert answer["status"] == status, answer
+            assert len(latencies) >= 2, latencies  # /health was asked while the body was handled
+            # Nine probes in ten within 50 ms, none over 250 ms: on two shared cores (server,
+            # sender, this test and another test worker) the OS scheduler alone can delay one
+            # probe by tens of milliseconds. A body parsed on the event loop stalled it seconds.
+            ordered = sorted(latencies)
+            assert ordered[int(0.9 * (len(ordered) - 1))] < 0.05, (status, ordered[-5:])
+            assert ordered[-1] < 0.25, (status, ordered[-5:])
+            if status == 422:
+                detail = answer["body"]["detail"]
+                assert 0 < len(detail) <= 20
+                assert detail[0]["loc"] == ["body", "leads", 0, "events", 0, "ts"]

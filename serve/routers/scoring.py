@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import pandas as pd
 import pydantic_core
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
 
 from features.batch import LeadsUnscorable
 from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
+from serve.body import BATCH_KEY, TooManyLeads, read_body
 from serve.dependencies import ModelDep, ServiceDep, error_responses, require_api_key
 from serve.predictionlog import answer_rows
 from serve.schemas import BatchIn, LeadIn, ModelInfo, PredictBody, PredictResponse
@@ -97,20 +101,90 @@ def _check_leads(
                 raise _refuse([*path, column], "not a number", "float_parsing")
 
 
-@router.post("/predict", response_model=PredictResponse, responses=error_responses(413))
+_PREDICT_BODY: TypeAdapter[LeadIn | BatchIn] = TypeAdapter(PredictBody)
+_BODY_SCHEMA = _PREDICT_BODY.json_schema(ref_template="#/components/schemas/{model}")
+# The body's models, for the app's OpenAPI components (the route reads its body itself).
+PREDICT_BODY_DEFINITIONS: dict[str, Any] = _BODY_SCHEMA.pop("$defs")
+# Bodies above this size are read and validated in a worker thread, a lead at a time
+# (serve.body): a 10 MiB batch takes a good part of a second, which the event loop (and
+# /health) must not wait for.
+_INLINE_BODY_BYTES = 64 * 1024
+_MAX_ERRORS_SHOWN = 20
+_LEADS_PER_CALL = 50
+_LEADS: TypeAdapter[list[LeadIn]] = TypeAdapter(list[LeadIn])
+
+
+def _parse_body(raw: bytes, max_leads: int) -> LeadIn | BatchIn:
+    try:
+        found = json.loads(raw) if len(raw) <= _INLINE_BODY_BYTES else read_body(raw, max_leads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
+        raise RequestValidationError(
+            [{"loc": ("body", where), "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]
+        ) from None
+    leads = found.get(BATCH_KEY) if isinstance(found, dict) else None
+    if isinstance(leads, list) and len(leads) > max_leads:
+        raise TooManyLeads(max_leads)
+    if isinstance(leads, list) and leads and set(found) == {BATCH_KEY}:
+        # A batch a slice of leads at a time, stopping at the first slice with problems: short
+        # calls that let the event loop in between, and never a list of a million problems.
+        validated: list[LeadIn] = []
+        for start in range(0, len(leads), _LEADS_PER_CALL):
+            try:
+                validated += _LEADS.validate_python(leads[start : start + _LEADS_PER_CALL])
+            except ValidationError as exc:
+                _refuse_body(exc, ("body", BATCH_KEY), offset=start)
+        return BatchIn.model_construct(leads=validated)
+    try:
+        return _PREDICT_BODY.validate_python(found)
+    except ValidationError as exc:
+        _refuse_body(exc, ("body",))
+
+
+def _refuse_body(exc: ValidationError, prefix: tuple[Any, ...], offset: int = 0) -> NoReturn:
+    """The first problems only, each with its path in the request."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    shown = []
+    for error in errors[:_MAX_ERRORS_SHOWN]:
+        loc = list(error["loc"])
+        if offset and loc and isinstance(loc[0], int):
+            loc[0] += offset
+        shown.append({**error, "loc": (*prefix, *loc)})
+    raise RequestValidationError(shown) from None
+
+
+async def _predict_body(request: Request, service: ServiceDep) -> LeadIn | BatchIn:
+    """The body, read whole (the middleware refuses one over the size limit while reading),
+    then parsed and validated: small ones on the loop, large ones off it. More leads than
+    `max_batch` are refused before any is validated."""
+    raw = await request.body()
+    max_leads = service.settings.max_batch
+    try:
+        if len(raw) <= _INLINE_BODY_BYTES:
+            return _parse_body(raw, max_leads)
+        return await run_in_threadpool(_parse_body, raw, max_leads)
+    except TooManyLeads as exc:
+        raise HTTPException(status_code=413, detail=str(exc)) from None
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=error_responses(413, 422),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+    },
+)
 async def predict(
-    body: PredictBody,
+    body: Annotated[LeadIn | BatchIn, Depends(_predict_body)],
     model: ModelDep,
     service: ServiceDep,
 ) -> Response:
     """Score one lead, or a batch under `leads`. Answers the calibrated probability of
     converting within the model's horizon, MQL and tier, the rule-based points, and the
     top reasons for and against."""
-    settings = service.settings
     leads = body.leads if isinstance(body, BatchIn) else [body]
-    if len(leads) > settings.max_batch:
-        raise HTTPException(status_code=413, detail=f"at most {settings.max_batch} leads")
-    _check_leads(body, leads, model, settings.max_events_per_lead)
+    _check_leads(body, leads, model, service.settings.max_events_per_lead)
     try:
         if len(leads) <= _INLINE_LEADS:
             # Small requests that are ready together are scored in one kernel call, on the loop.
