@@ -118,7 +118,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 # collections) they are walked again and again and promoted while the request still holds them,
 # and full collections follow: about a third of such a request's time. They are freed by
 # reference counting; cycles are still collected, only less often.
-SERVING_GC_THRESHOLDS = (10_000, 10, 100)
+SERVING_GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def app_factory() -> FastAPI:
