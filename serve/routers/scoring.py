@@ -202,7 +202,7 @@ async def predict(
     for answer in answers:
         del answer["features"]  # logged, not answered
         answer["model_version"] = model.version
-        # Written here as `_json_value` would, so json.dumps need not call back per lead.
+        # Written here as `_json_value` would, so the encoder need not call back per lead.
         answer["as_of"] = answer["as_of"].isoformat()
     # Serialised here (pydantic-core's encoder, a third of the json module's time), not
     # re-validated against the response model (which documents it): for a 1,000-lead batch that
