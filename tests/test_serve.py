@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -523,3 +524,22 @@ def test_requests_beyond_the_in_flight_bound_are_503_with_retry_after() -> None:
     busy, health, first, later = asyncio.run(scenario())
     assert busy[0] == 503 and busy[1][b"retry-after"] == b"1"
     assert (health[0], first[0], later[0]) == (200, 200, 200)
+
+
+def test_outcomes_answer_503_with_the_reason_when_the_store_cannot_take_them(
+    store: tuple[Path, SimulatedFunnel, TrainingRun], tmp_path: Path
+) -> None:
+    workdir, _, _ = store
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    body = {"outcomes": [{"lead_id": "1", "outcome": "won", "closed_at": "2025-05-01T00:00:00Z"}]}
+    with TestClient(create_app(settings(workdir, prediction_log_url=url))) as test_client:
+        locker = sqlite3.connect(tmp_path / "predictions.db", timeout=0)
+        locker.execute("BEGIN EXCLUSIVE")  # another process holding the store
+        try:
+            refused = test_client.post("/outcomes", json=body)
+        finally:
+            locker.rollback()
+            locker.close()
+        assert refused.status_code == 503, refused.text
+        assert "database is locked" in refused.json()["detail"]
+        assert test_client.post("/outcomes", json=body).json() == {"recorded": 1}

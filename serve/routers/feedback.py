@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import logging
+
+from fastapi import APIRouter, Depends, HTTPException
+from sqlalchemy.exc import SQLAlchemyError
 
 from serve.dependencies import ServiceDep, error_responses, require_api_key
 from serve.schemas import OutcomesIn, OutcomesOut
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(
     tags=["feedback"],
@@ -16,15 +21,23 @@ router = APIRouter(
 
 @router.post("/outcomes", response_model=OutcomesOut)
 def outcomes(body: OutcomesIn, service: ServiceDep) -> OutcomesOut:
-    """Record won/lost outcomes so they join back to what was predicted."""
-    written = service.prediction_log.record_outcomes(
-        [
-            {
-                "lead_id": o.lead_id,
-                "outcome": 1 if o.outcome == "won" else 0,
-                "closed_at": o.closed_at,
-            }
-            for o in body.outcomes
-        ]
-    )
+    """Record won/lost outcomes so they join back to what was predicted. All or nothing: when
+    the store cannot take them, 503 with the reason, and none is recorded."""
+    try:
+        written = service.prediction_log.record_outcomes(
+            [
+                {
+                    "lead_id": o.lead_id,
+                    "outcome": 1 if o.outcome == "won" else 0,
+                    "closed_at": o.closed_at,
+                }
+                for o in body.outcomes
+            ]
+        )
+    except SQLAlchemyError as exc:
+        logger.warning("outcomes not recorded: %s", exc)
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise HTTPException(
+            status_code=503, detail=f"the outcome store cannot take them now ({reason}); retry"
+        ) from None
     return OutcomesOut(recorded=written)
