@@ -338,6 +338,8 @@ def load_leads(path: Path, config: DatasetConfig) -> pd.DataFrame:
             "leads with events need an id column: set dataset.lead_columns.lead_id", file=path
         )
     raw = read_table(path, config.separator)
+    if raw.empty:
+        raise DataContractError("no leads: the file has no rows", file=path)
     unknown_excluded = [c for c in config.exclude_columns if c not in raw.columns]
     if unknown_excluded:
         raise DataContractError(

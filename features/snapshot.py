@@ -162,6 +162,8 @@ def load_snapshot_table(
     `trained` feature config, whose columns and types then rule.
     """
     raw = read_table(path, dataset.separator)
+    if raw.empty:
+        raise DataContractError("no leads: the file has no rows", file=path)
     tokens = set(dataset.missing_tokens)
     id_column, label_column = dataset.lead_columns.lead_id, dataset.lead_columns.converted
     if id_column is not None and id_column not in raw.columns:

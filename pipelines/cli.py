@@ -580,6 +580,8 @@ def leakage(
         raise DataContractError("no file to check: pass --input or set dataset.leads_path")
     label = label or dataset.lead_columns.converted
     frame = read_table(input, dataset.separator)
+    if frame.empty:
+        raise DataContractError("no leads: the file has no rows", file=input)
     if label not in frame.columns:
         raise DataContractError(f"label column '{label}' is missing", file=input)
     labels = map_labels(frame[label], dataset, input, label)
