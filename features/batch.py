@@ -280,7 +280,8 @@ def read_events(cell: object) -> EventList:
     timezone (or an aware datetime), `event_type` non-empty text; other keys are ignored.
     Anything else raises `EventsUnreadable` naming every unreadable event.
 
-    One loop, no call per event: a 1,000-lead request holds tens of thousands of them."""
+    One loop, with no function of ours called per event: a 1,000-lead request holds tens of
+    thousands of them."""
     if _absent(cell):
         return NO_EVENTS
     if isinstance(cell, str):
