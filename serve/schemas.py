@@ -189,14 +189,6 @@ class LeadIn(BaseModel):
             raise ValueError("as_of is before created_at: a lead cannot be scored before it exists")
         return self
 
-    def attributes(self) -> dict[str, Any]:
-        """Declared and extra attributes, without events and times."""
-        values = self.model_dump(exclude={"events", "as_of"})
-        for key, value in (self.model_extra or {}).items():
-            if not isinstance(value, str | float | int | bool) and value is not None:
-                raise ValueError(f"attribute '{key}' must be text, a number, true/false or null")
-        return values
-
 
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

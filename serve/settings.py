@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -69,16 +70,19 @@ class ServeSettings(BaseSettings):
             raise ValueError("production needs LEADSCORE_SERVE_API_KEY and _ADMIN_KEY")
         unknown = unknown_variables(os.environ)
         if unknown:
-            known = ", ".join(
-                sorted(f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields)
-            )
+            known = ", ".join(setting_variables())
             raise ValueError(f"unknown settings {', '.join(unknown)} (a typo?); known: {known}")
         return self
 
 
-def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+def setting_variables() -> list[str]:
+    """The environment variable of every setting."""
+    return sorted(f"{ENV_PREFIX}{name.upper()}" for name in ServeSettings.model_fields)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """LEADSCORE_SERVE_ variables that name no setting: a misspelt one would be ignored."""
-    known = {f"{ENV_PREFIX}{name.upper()}" for name in ServeSettings.model_fields}
+    known = set(setting_variables())
     return sorted(
         name
         for name in environ
