@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from models.training.train import train_lead_scorer
 from pipelines.config import LeadscoreConfig
 from pipelines.training import TrainingRun, run_training
 from simulator.funnel import SimulatedFunnel, SimulatorConfig, simulate_funnel
+from tests.postgres import PostgresServer, PostgresUnavailable, start_postgres
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 TITLES = ["VP Marketing", "Student", "Software Engineer", "CEO", "Head of IT", None, "IT Manager"]
@@ -80,6 +81,24 @@ def random_funnel(n_leads: int = 60, n_events: int = 1_500, seed: int = 0) -> Fu
 @pytest.fixture
 def funnel_factory() -> Callable[..., Funnel]:
     return random_funnel
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for this test process (each xdist worker has its own);
+    the tests that need it skip, with the reason, when it cannot start."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as error:
+        pytest.skip(f"no PostgreSQL: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The SQLAlchemy URL of a new, empty database on the test PostgreSQL server."""
+    return postgres_server.create_database()
 
 
 def trained_scorer(n_leads: int, seed: int, **train: object) -> tuple[SimulatedFunnel, LeadScorer]:

@@ -1,4 +1,6 @@
-"""The prediction log on real SQLite files: threads, batching, dropping, outcomes, WAL reads."""
+"""The prediction log on real databases, each test on a SQLite file and on a PostgreSQL server
+(`tests/postgres.py`; skipped with the reason when there is none): threads, batching, dropping,
+outcomes, concurrent reads, and text that cannot be stored as given (NUL, too long)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ import pytest
 import sqlalchemy as sa
 
 from models.reports.monitoring import outcome_report
-from serve.predictionlog import PREDICTION_FIELDS, InvalidRecord, PredictionLog, answer_rows
+from serve.predictionlog import (
+    PREDICTION_FIELDS,
+    InvalidRecord,
+    PredictionLog,
+    answer_rows,
+    prediction_row,
+)
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -41,9 +49,20 @@ def record(i: int, **changes: object) -> dict[str, object]:
     return values
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'predictions.db'}"
+def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty store of `kind`: a SQLite file, in-memory SQLite or a PostgreSQL database."""
+    if kind == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return {
+        "sqlite": f"sqlite:///{tmp_path / 'predictions.db'}",
+        "sqlite_memory": "sqlite://",
+        "sqlite_pysqlite": f"sqlite+pysqlite:///{tmp_path / 'other.db'}",
+    }[kind]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url(request.param, request, tmp_path)
 
 
 @pytest.fixture
@@ -125,8 +144,10 @@ def test_values_round_trip_in_utc_without_personal_data(log: PredictionLog) -> N
     assert "example.com" not in stored and "CEO" not in stored
 
 
-@pytest.mark.parametrize("in_memory", [False, True])
-def test_the_api_rows_read_back_as_the_checked_records_do(in_memory: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite_memory", "postgresql"])
+def test_the_api_rows_read_back_as_the_checked_records_do(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """`answer_rows` (the API's kernel answers) and `prediction_row` (any caller's records) are
     two ways in: both must store the same values."""
     answers = []
@@ -135,7 +156,7 @@ def test_the_api_rows_read_back_as_the_checked_records_do(in_memory: bool, tmp_p
         answer["as_of"] = pd.Timestamp(answer["as_of"])  # as `ScoredBatch.records` gives it
         answers.append(answer)
     scored_at = T0 + timedelta(minutes=5)
-    log = PredictionLog("sqlite://" if in_memory else f"sqlite:///{tmp_path / 'two.db'}")
+    log = PredictionLog(store_url(kind, request, tmp_path))
     log.append([{**a, "scored_at": scored_at, "lead_id": str(a["lead_id"])} for a in answers])
     log.append(answer_rows(answers, scored_at, "7"))
     log.flush()
@@ -232,8 +253,9 @@ def test_flush_waits_for_a_partial_batch_without_waiting_for_the_timer(url: str)
 
 
 def test_reading_while_the_writer_runs(url: str, log: PredictionLog) -> None:
-    with log._engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    if url.startswith("sqlite"):  # PostgreSQL readers never block its writer
+        with log._engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     log.start()
     reader = PredictionLog(url)  # what `leadscore monitor` does, in its own process
     seen: list[int] = []
@@ -305,13 +327,9 @@ def test_invalid_outcomes_write_nothing(log: PredictionLog) -> None:
     assert len(log.read_outcomes()) == 0
 
 
-@pytest.mark.parametrize("url_form", ["memory", "pysqlite_file"])
-def test_other_url_forms(url_form: str, tmp_path: Path) -> None:
-    url = {
-        "memory": "sqlite://",
-        "pysqlite_file": f"sqlite+pysqlite:///{tmp_path / 'other.db'}",
-    }[url_form]
-    prediction_log = PredictionLog(url, flush_seconds=0.01)
+@pytest.mark.parametrize("kind", ["sqlite_memory", "sqlite_pysqlite", "postgresql"])
+def test_other_url_forms(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    prediction_log = PredictionLog(store_url(kind, request, tmp_path), flush_seconds=0.01)
     prediction_log.start()
     prediction_log.append([record(i) for i in range(20)])
     prediction_log.flush()
@@ -346,3 +364,96 @@ def test_log_feeds_the_outcome_report(log: PredictionLog) -> None:
     )
     summary = report["summary"].iloc[0]
     assert (summary["resolved"], summary["converted"], summary["pending"]) == (2, 1, 6)
+
+
+# --- text that cannot be stored as given: refused alike on every database --------------------
+
+UNSTORABLE = {
+    "lead_id holds NUL": ("lead_id", "lead\x00one"),
+    "lead_id too long": ("lead_id", "x" * 256),
+    "lead_id far too long": ("lead_id", "x" * 100_000),
+    "model_version holds NUL": ("model_version", "v\x007"),
+    "model_version too long": ("model_version", "7" * 256),
+    "tier holds NUL": ("tier", "A\x00"),
+    "tier too long": ("tier", "A" * 33),
+    "features JSON text with a raw NUL": ("features", '{"visits": "3\x00"}'),
+}
+
+
+@pytest.mark.parametrize(("field", "value"), UNSTORABLE.values(), ids=UNSTORABLE.keys())
+def test_a_record_with_unstorable_text_is_refused_alone(
+    field: str, value: str, log: PredictionLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(InvalidRecord, match=field):
+        prediction_row(record(2, **{field: value}))
+    with caplog.at_level(logging.WARNING, logger="serve.predictionlog"):
+        log.append([record(1), record(2, **{field: value}), record(3)])
+        log.flush()
+    assert (log.written, log.failed) == (2, 1)
+    assert log.read_predictions()["lead_id"].tolist() == ["10001", "10003"]
+    assert any("1 records not stored" in m and field in m for m in caplog.messages)
+
+
+def test_text_at_the_limits_and_any_feature_text_are_stored_as_given(log: PredictionLog) -> None:
+    features = {
+        "nul\x00key": "a value\x00with a NUL",
+        "k" * 10_000: "v" * 1_000_000,
+        "visits": 3,
+        "country": "Côte d'Ivoire 🙂",
+    }
+    escaped = json.dumps({"visits": "3\x00"})  # a NUL escaped in JSON text is fine
+    lead_id = "é" * 255  # characters, not bytes: 510 bytes in UTF-8
+    log.append(
+        [
+            record(1, lead_id=lead_id, model_version="m" * 255, tier="T" * 32, features=features),
+            record(2, features=escaped),
+        ]
+    )
+    log.flush()
+    assert (log.written, log.failed) == (2, 0)
+    first, second = log.read_predictions().to_dict("records")
+    assert (first["lead_id"], first["model_version"], first["tier"]) == (
+        lead_id,
+        "m" * 255,
+        "T" * 32,
+    )
+    assert json.loads(first["features"]) == features
+    assert json.loads(second["features"]) == {"visits": "3\x00"}
+
+
+def test_api_answers_with_unstorable_text_fail_alone(log: PredictionLog) -> None:
+    answers = [
+        {**record(i, lead_id=f"lead-{i}"), "as_of": pd.Timestamp(T0 - timedelta(hours=1))}
+        for i in range(5)
+    ]
+    answers[1]["lead_id"] = "lead\x00one"
+    answers[2]["lead_id"] = "x" * 256
+    answers[3]["features"] = {"nul\x00key": 1.0, "k" * 5_000: 2.0}
+    rows = answer_rows(answers, T0, "7")
+    log.append(rows)
+    log.flush()
+    assert (log.written, log.failed) == (3, 2)
+    logged = log.read_predictions()
+    assert logged["lead_id"].tolist() == ["lead-0", "lead-3", "lead-4"]
+    assert json.loads(logged["features"][1]) == {"nul\x00key": 1.0, "k" * 5_000: 2.0}
+
+    # A model version no store can keep: every answer is refused, none stored differently.
+    log.append(answer_rows(answers[:1], T0, "v\x007"))
+    log.flush()
+    assert (log.written, log.failed) == (3, 3)
+
+
+@pytest.mark.parametrize("lead_id", ["lead\x00one", "x" * 256], ids=["NUL", "too long"])
+def test_outcomes_with_unstorable_lead_ids_write_nothing(lead_id: str, log: PredictionLog) -> None:
+    closed = datetime(2025, 4, 1, tzinfo=UTC)
+    with pytest.raises(InvalidRecord, match="lead_id"):
+        log.record_outcomes(
+            [
+                {"lead_id": 4, "outcome": 1, "closed_at": closed},
+                {"lead_id": lead_id, "outcome": 0, "closed_at": closed},
+            ]
+        )
+    assert len(log.read_outcomes()) == 0
+    longest = "é" * 255
+    assert log.record_outcomes([{"lead_id": longest, "outcome": 1, "closed_at": closed}]) == 1
+    assert log.read_outcomes()["lead_id"].tolist() == [longest]
