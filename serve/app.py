@@ -61,7 +61,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         use_tracking(settings.workdir)
-        log = PredictionLog(settings.prediction_log_url)
+        log = PredictionLog(
+            settings.prediction_log_url,
+            spill_dir=settings.prediction_spill_dir,
+            on_rows=metrics.count_log_rows,
+        )
         log.start()
         service.log = log
         tasks: list[asyncio.Task[None]] = []

@@ -107,8 +107,9 @@ _ANSWERS = {
     404: "Not available for the served model.",
     413: "Too many leads in one request, or a body over the size limit.",
     422: "A field is missing or wrong: `detail` lists each problem with its path (`loc`).",
-    503: "Not ready (no model loaded yet), or busy: more requests in flight than the service "
-    "takes at once (retry after the Retry-After header's seconds).",
+    503: "Not ready (no model loaded yet); busy: more requests in flight than the service takes "
+    "at once; or the predictions could be neither stored nor spilled, so they are not answered "
+    "(retry after the Retry-After header's seconds).",
 }
 
 

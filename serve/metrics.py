@@ -45,10 +45,26 @@ class Metrics:
         self.predictions = Counter(
             "leadscore_predictions", "Leads scored by tier", ["tier"], registry=target
         )
+        self.log_rows = Counter(
+            "leadscore_prediction_log_rows",
+            "Prediction rows by what became of them: written to the store, spilled to a local "
+            "file while the store fails, replayed from it, failed, dropped",
+            ["outcome"], registry=target,
+        )  # fmt: skip
+        self.log_wait = Histogram(
+            "leadscore_prediction_log_wait_seconds",
+            "How long an answer waits for its predictions to be recorded (stored or spilled)",
+            registry=target,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5),
+        )  # fmt: skip
         self.model_version = Gauge(
             "leadscore_model_version", "Registered version being served", registry=target,
             multiprocess_mode="liveall",
         )  # fmt: skip
+
+    def count_log_rows(self, outcome: str, rows: int) -> None:
+        """For `PredictionLog(on_rows=...)`: called from its writer thread."""
+        self.log_rows.labels(outcome).inc(rows)
 
     def render(self) -> bytes:
         if self.multiprocess:

@@ -20,20 +20,32 @@ email address, is ignored), and `features` keeps only the scalar feature values 
 minus any key that looks like contact data. Lead ids are stored as text. Times are UTC: stored as
 naive UTC timestamps (portable across databases, microsecond precision) and returned as
 timezone-aware UTC pandas columns; naive times are refused.
+
+Text is stored as given or refused, alike on every database: a lead_id or model_version longer
+than 255 characters, a tier longer than 32, or any of them holding a NUL character (`\\x00`,
+which PostgreSQL text cannot hold) makes the record an `InvalidRecord` when it is converted,
+never a truncated or cleaned value. The writer logs and counts such a record in `failed` and
+stores the rest of its batch; `record_outcomes` refuses the call. Feature names and values may be
+any text of any length, NUL included: `features` is JSON text, where a NUL is written `\\u0000`
+and reads back as it was given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -59,7 +71,15 @@ _PERSONAL_KEY_PARTS = ("email", "phone", "first_name", "last_name", "full_name")
 _PERSONAL_KEYS = frozenset({"name", "title", "job_title"})
 _DROP_WARNING_SECONDS = 10.0  # at most one "queue full" warning per interval: the API is busy
 _CHUNK = 500  # rows per statement for IN (...) lists; far below every database's limit
-_BUSY_TIMEOUT_MS = 5_000
+# A locked SQLite file holds the writer (and the answers waiting on it) this long before the
+# rows go to the spill file.
+_ID_LENGTH = 255  # characters of lead_id and model_version
+_TIER_LENGTH = 32
+_BUSY_TIMEOUT_MS = 1_000
+_SPILL_GLOB = "spill-*.jsonl"
+_FIRST_BACKOFF_SECONDS = 0.5
+_MAX_BACKOFF_SECONDS = 30.0
+_REPLAY_CHUNK = 5_000  # spilled rows per transaction: new batches wait at most one chunk
 
 # MySQL's DATETIME drops fractions of a second and its FLOAT is single precision.
 _Time = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
@@ -68,13 +88,13 @@ predictions_table = sa.Table(
     PREDICTIONS_TABLE,
     _metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("lead_id", sa.String(255), nullable=False, index=True),
+    sa.Column("lead_id", sa.String(_ID_LENGTH), nullable=False, index=True),
     sa.Column("scored_at", _Time, nullable=False, index=True),
     sa.Column("as_of", _Time, nullable=False),
-    sa.Column("model_version", sa.String(255), nullable=False),
+    sa.Column("model_version", sa.String(_ID_LENGTH), nullable=False),
     sa.Column("probability", sa.Double, nullable=False),
     sa.Column("mql", sa.Boolean, nullable=True),
-    sa.Column("tier", sa.String(32), nullable=True),
+    sa.Column("tier", sa.String(_TIER_LENGTH), nullable=True),
     sa.Column("threshold", sa.Double, nullable=True),
     sa.Column("rule_score", sa.Double, nullable=True),
     sa.Column("rule_mql", sa.Boolean, nullable=True),
@@ -83,7 +103,7 @@ predictions_table = sa.Table(
 outcomes_table = sa.Table(
     OUTCOMES_TABLE,
     _metadata,
-    sa.Column("lead_id", sa.String(255), primary_key=True),
+    sa.Column("lead_id", sa.String(_ID_LENGTH), primary_key=True),
     sa.Column("outcome", sa.SmallInteger, nullable=False),
     sa.Column("closed_at", _Time, nullable=False),
     sa.Column("recorded_at", _Time, nullable=False),
@@ -142,9 +162,23 @@ def _optional_bool(value: object, field: str) -> bool | None:
     return bool(value)
 
 
-def _optional_text(value: object) -> str | None:
+def _optional_text(value: object, field: str, limit: int) -> str | None:
     value = _plain(value)
-    return None if value is None else str(value)
+    return None if value is None else _column_text(value, field, limit)
+
+
+def _storable(text: str, limit: int) -> bool:
+    return len(text) <= limit and "\x00" not in text
+
+
+def _column_text(value: object, field: str, limit: int) -> str:
+    """Text for a column of `limit` characters, as given: too long or holding a NUL, refused."""
+    text = str(value)
+    if "\x00" in text:
+        raise InvalidRecord(f"{field}: holds a NUL character (\\x00), which cannot be stored")
+    if len(text) > limit:
+        raise InvalidRecord(f"{field}: {len(text)} characters, more than the {limit} stored")
+    return text
 
 
 def _is_personal(key: str) -> bool:
@@ -166,7 +200,10 @@ def _features_json(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise InvalidRecord(f"features: not JSON: {error}") from None
     if not isinstance(value, Mapping):
         raise InvalidRecord("features: expected a mapping of feature name to value")
     # Personal data is text (an address, a name, a title); a number under a name such as
@@ -201,13 +238,13 @@ def prediction_row(record: Mapping[str, object]) -> PredictionRow:
     if probability is None or not 0.0 <= probability <= 1.0:
         raise InvalidRecord(f"probability must be in [0, 1], got {record['probability']!r}")
     return PredictionRow(
-        lead_id=str(_plain(record["lead_id"])),
+        lead_id=_column_text(_plain(record["lead_id"]), "lead_id", _ID_LENGTH),
         scored_at=_utc_naive(record["scored_at"], "scored_at"),
         as_of=_utc_naive(record["as_of"], "as_of"),
-        model_version=str(record["model_version"]),
+        model_version=_column_text(record["model_version"], "model_version", _ID_LENGTH),
         probability=probability,
         mql=_optional_bool(record.get("mql"), "mql"),
-        tier=_optional_text(record.get("tier")),
+        tier=_optional_text(record.get("tier"), "tier", _TIER_LENGTH),
         threshold=_optional_float(record.get("threshold"), "threshold"),
         rule_score=_optional_float(record.get("rule_score"), "rule_score"),
         rule_mql=_optional_bool(record.get("rule_mql"), "rule_mql"),
@@ -217,15 +254,25 @@ def prediction_row(record: Mapping[str, object]) -> PredictionRow:
 
 def answer_rows(
     answers: Sequence[Mapping[str, Any]], scored_at: datetime, model_version: str
-) -> list[PredictionRow]:
+) -> list[PredictionRow | Mapping[str, object]]:
     """The rows of the scoring kernel's own answers (`ScoredBatch.records` with the monitored
     features), built without `prediction_row`'s checks: a 1,000-lead batch costs a few
-    milliseconds instead of tens. Feature JSON as `prediction_row` writes it, minus spaces."""
+    milliseconds instead of tens. Feature JSON as `prediction_row` writes it, minus spaces.
+
+    An answer whose text cannot be stored (a lead_id holding a NUL, say) is passed on as a
+    record instead, for the writer to refuse with the reason and count, alone."""
     stamp = _utc_naive(scored_at, "scored_at")
     moments: dict[object, datetime] = {}  # most answers of a request share one as_of
     ordered: dict[tuple[str, ...], list[str]] = {}
-    rows = []
+    version_storable = _storable(model_version, _ID_LENGTH)
+    rows: list[PredictionRow | Mapping[str, object]] = []
     for answer in answers:
+        lead_id, tier = str(answer["lead_id"]), str(answer["tier"])
+        if not (
+            version_storable and _storable(lead_id, _ID_LENGTH) and _storable(tier, _TIER_LENGTH)
+        ):
+            rows.append({**answer, "scored_at": scored_at, "model_version": model_version})
+            continue
         as_of = answer["as_of"]
         if as_of not in moments:
             moments[as_of] = _utc_naive(as_of, "as_of")
@@ -243,13 +290,13 @@ def answer_rows(
             ).decode()
         rows.append(
             PredictionRow(
-                str(answer["lead_id"]),
+                lead_id,
                 stamp,
                 moments[as_of],
                 model_version,
                 float(answer["probability"]),
                 bool(answer["mql"]),
-                str(answer["tier"]),
+                tier,
                 float(answer["threshold"]),
                 float(answer["rule_score"]),
                 bool(answer["rule_mql"]),
@@ -270,7 +317,7 @@ def outcome_row(record: Mapping[str, object], recorded_at: datetime) -> dict[str
         raise InvalidRecord("outcome without closed_at")
     stamp = record.get("recorded_at")
     return {
-        "lead_id": str(_plain(record["lead_id"])),
+        "lead_id": _column_text(_plain(record["lead_id"]), "lead_id", _ID_LENGTH),
         "outcome": 1 if outcome == 1 else 0,
         "closed_at": _utc_naive(record["closed_at"], "closed_at"),
         "recorded_at": recorded_at if _missing(stamp) else _utc_naive(stamp, "recorded_at"),
@@ -338,50 +385,106 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class PredictionLog:
-    """Prediction records written in batches by a background thread; outcomes written directly.
+class PredictionsNotRecorded(RuntimeError):
+    """Predictions that could be neither stored nor spilled: their answers must not be sent."""
 
-    `append` never blocks on the database: records go to a bounded queue (`max_queue` records)
-    and, when it is full, are dropped and counted in `dropped`. The writer takes up to
-    `batch_size` records at a time and waits at most `flush_seconds` for a batch to fill.
-    Records that cannot be stored (missing field, naive time) and batches the database refused
-    are logged and counted in `failed`; `written` counts rows stored. Call `close()` on shutdown
-    (the thread is a daemon, so records still queued at exit without `close()` are lost).
-    Without `start()`, nothing is written until `flush()` or `close()`, which then write in the
-    calling thread.
+
+class _Appended(NamedTuple):
+    """Records of one `append` call and the ticket that says when they are durable."""
+
+    records: Sequence[Mapping[str, object] | PredictionRow]
+    ticket: Future[None]
+
+
+def _spill_line(row: PredictionRow) -> bytes:
+    return pydantic_core.to_json(list(row)) + b"\n"
+
+
+def _unspilled(line: bytes) -> PredictionRow:
+    values = json.loads(line)
+    if not isinstance(values, list) or len(values) != len(PredictionRow._fields):
+        raise ValueError("not a spilled prediction row")
+    values[1] = datetime.fromisoformat(values[1])
+    values[2] = datetime.fromisoformat(values[2])
+    return PredictionRow(*values)
+
+
+class PredictionLog:
+    """Prediction records written by a background thread, durable before they are answered;
+    outcomes written directly.
+
+    The guarantee. `append` queues records and returns a ticket (a `concurrent.futures.Future`)
+    that completes when every one of them is durable: committed to the store, or, when the store
+    fails, appended to a spill file in `spill_dir` (flushed to the operating system, so it
+    survives the process being killed; not fsynced, so not a power cut). The API answers only
+    after its ticket completes, so an answered prediction is never lost when the process dies.
+    A ticket fails with `PredictionsNotRecorded` when its records could be neither stored nor
+    spilled (or did not fit in the queue): the API then answers 503 instead.
+
+    Group commit: the writer takes everything queued at once (up to `batch_size` records) and
+    commits it in one transaction, so concurrent requests share a commit. `flush_seconds`
+    makes it wait for a batch to fill (0, the default, never waits).
+
+    A failing store: the batch goes to the spill file, `degraded` turns true, and the store is
+    tried again after a backoff (0.5 s doubling to 30 s; batches meanwhile go straight to the
+    spill). Once the store takes a batch again, the spill files in `spill_dir` (this process's
+    and any left by a process that died) are replayed into it, a chunk at a time between new
+    batches, and deleted. A process that dies while replaying leaves its file to be replayed
+    again: rows can then be stored twice, never lost. Each spill file is locked (flock) by the
+    process writing or replaying it, so workers sharing `spill_dir` never replay the same file.
+
+    Counts: `written` (stored on first try), `spilled`, `replayed`, `failed` (invalid records,
+    rows neither stored nor spilled, unreadable spill lines), `dropped` (queue full or closed).
+    `on_rows(outcome, count)` is called with each addition (for Prometheus counters). Call
+    `close()` on shutdown. Without `start()`, nothing is written until `flush()` or `close()`,
+    which then write in the calling thread.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        batch_size: int = 500,
-        flush_seconds: float = 0.2,
+        spill_dir: Path | None = None,
+        batch_size: int = 2_000,
+        flush_seconds: float = 0.0,
         max_queue: int = 100_000,
+        on_rows: Callable[[str, int], None] | None = None,
     ) -> None:
         if batch_size < 1 or max_queue < 1 or flush_seconds < 0:
             raise ValueError("batch_size and max_queue must be >= 1, flush_seconds >= 0")
         self.url = url
+        self.spill_dir = spill_dir
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.max_queue = max_queue
         self.written = 0
-        self.dropped = 0
+        self.spilled = 0
+        self.replayed = 0
         self.failed = 0
+        self.dropped = 0
+        self._on_rows = on_rows
         self._engine = _engine(url)
         # An in-memory SQLite database is one shared connection: use it one thread at a time.
         self._db_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if _is_memory_sqlite(make_url(url)) else contextlib.nullcontext()
         )
-        self._pending: deque[Mapping[str, object] | PredictionRow] = deque()
+        self._pending: deque[_Appended] = deque()
+        self._pending_rows = 0
         self._condition = threading.Condition()
         self._accepted = 0  # records ever queued
-        self._processed = 0  # records taken off the queue and written or failed
+        self._processed = 0  # records taken off the queue and made durable or failed
         self._flush_requests = 0
         self._stopping = False
         self._closed = False
         self._last_drop_warning = -math.inf
         self._thread: threading.Thread | None = None
+        # The store's health, owned by the writer.
+        self._store_failures = 0
+        self._next_store_try = -math.inf
+        self._store_error = ""
+        self._spill: BinaryIO | None = None  # this process's spill file, while degraded
+        self._replay: tuple[BinaryIO, Path] | None = None  # the spill file being replayed
+        self._replay_due = spill_dir is not None and any(spill_dir.glob(_SPILL_GLOB))
         with self._db_lock:
             _metadata.create_all(self._engine)
 
@@ -390,7 +493,12 @@ class PredictionLog:
     @property
     def pending(self) -> int:
         """Records queued and not yet taken by the writer (for a queue-depth gauge)."""
-        return len(self._pending)
+        return self._pending_rows
+
+    @property
+    def degraded(self) -> str | None:
+        """Why predictions are going to the spill file rather than the store; None when not."""
+        return self._store_error if self._store_failures else None
 
     def start(self) -> None:
         """Start the background writer (once; later calls do nothing)."""
@@ -404,27 +512,43 @@ class PredictionLog:
             )
             self._thread.start()
 
-    def append(self, records: Sequence[Mapping[str, object] | PredictionRow]) -> None:
+    def append(self, records: Sequence[Mapping[str, object] | PredictionRow]) -> Future[None]:
         """Queue records (or rows already built, `answer_rows`) for writing; never blocks on the
-        database. Drops what does not fit.
+        database. The ticket completes when they are durable (see the class). Records that do
+        not all fit in the queue are dropped, all of them, and fail the ticket.
 
         Records are converted later, in the writer thread (keeping the request path cheap), so
         the caller must not change the dicts after handing them over.
         """
+        ticket: Future[None] = Future()
+        ticket.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it
         with self._condition:
             was_empty = not self._pending
-            room = 0 if self._closed else self.max_queue - len(self._pending)
-            accepted = records if len(records) <= room else records[: max(room, 0)]
-            self._pending.extend(accepted)
-            self._accepted += len(accepted)
-            lost = len(records) - len(accepted)
+            room = 0 if self._closed else self.max_queue - self._pending_rows
+            lost = len(records) if len(records) > room else 0
             self.dropped += lost
-            # Wake the writer only when it has something new to do: the first record of a batch
-            # (it then waits up to flush_seconds for more) or a full batch.
-            if accepted and (was_empty or len(self._pending) >= self.batch_size):
-                self._condition.notify_all()
+            if not lost:
+                self._pending.append(_Appended(records, ticket))
+                self._pending_rows += len(records)
+                self._accepted += len(records)
+                # Wake the writer only when it has something new to do: the first records of a
+                # batch or a full batch.
+                if was_empty or self._pending_rows >= self.batch_size:
+                    self._condition.notify_all()
         if lost:
+            ticket.set_exception(
+                PredictionsNotRecorded(
+                    f"the prediction log is {'closed' if self._closed else 'full'}: "
+                    f"{lost} predictions not recorded"
+                )
+            )
+            self._count("dropped", lost)
             self._warn_dropped(lost)
+        return ticket
+
+    def _count(self, outcome: str, rows: int) -> None:
+        if rows and self._on_rows is not None:
+            self._on_rows(outcome, rows)
 
     def _warn_dropped(self, lost: int) -> None:
         now = time.monotonic()
@@ -438,7 +562,7 @@ class PredictionLog:
             )
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every record queued before this call is written (or failed).
+        """Wait until every record queued before this call is durable (or failed).
 
         Without a running writer thread, writes them in this thread. Logs a warning if `timeout`
         seconds pass first.
@@ -462,11 +586,11 @@ class PredictionLog:
                         timeout,
                     )
                 return
-        while self._write_next(wait=False):
-            pass
+        self._write_queued()
 
     def close(self) -> None:
-        """Write what is queued and stop the writer. Safe to call more than once."""
+        """Write what is queued and stop the writer. Safe to call more than once. Rows still
+        in a spill file stay there, to be replayed by the next process."""
         with self._condition:
             if self._closed:
                 return
@@ -476,30 +600,61 @@ class PredictionLog:
             thread = self._thread
         if thread is not None:
             thread.join()
-        while self._write_next(wait=False):  # if never started, or records came in very late
-            pass
+        self._write_queued()  # if never started, or records came in very late
+        for handle in (self._spill, self._replay[0] if self._replay else None):
+            if handle is not None:
+                handle.close()  # releases the lock: the file waits for the next replay
+        self._spill = self._replay = None
         self._engine.dispose()
         logger.info(
-            "prediction log closed: %d written, %d dropped, %d failed",
-            self.written,
+            "prediction log closed: %d dropped, %d failed, %d written, %d spilled, %d replayed",
             self.dropped,
             self.failed,
+            self.written,
+            self.spilled,
+            self.replayed,
         )
 
-    def _run(self) -> None:
-        while self._write_next(wait=True):
-            pass
+    def _write_queued(self) -> None:
+        while (batch := self._take_batch(wait=False)) is not None:
+            self._write(batch)
 
-    def _take_batch(self, wait: bool) -> list[Mapping[str, object] | PredictionRow] | None:
-        """The next batch; None when there is nothing more (stopping, or not waiting)."""
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch(wait=True)
+            if batch is not None:
+                self._write(batch)
+            elif self._stopping:
+                return
+            if self._store_failures and self._spill is not None and self._store_due():
+                # Idle and backed off long enough: the store is tried by replaying the spill.
+                self._spill.close()
+                self._spill = None
+                self._replay_due = True
+            # Between batches: a chunk of a spill file, when the store is taking rows again.
+            if self._replay_due and self._store_due():
+                self._replay_chunk()
+
+    def _idle_seconds(self) -> float | None:
+        """How long the writer may sleep with nothing queued: until the store's next try (with
+        no batch coming, replaying the spill is the try), none while replaying, or for ever."""
+        if self._store_failures and (self._spill is not None or self._replay_due):
+            return max(0.0, self._next_store_try - time.monotonic())
+        if self._replay_due:
+            return 0.0
+        return None
+
+    def _take_batch(self, wait: bool) -> list[_Appended] | None:
+        """The next batch; None when there is nothing to write now."""
         with self._condition:
             if wait:
-                self._condition.wait_for(lambda: bool(self._pending) or self._stopping)
-                if len(self._pending) < self.batch_size and not self._stopping:
-                    # Let a batch fill for a moment: one insert of many rows beats many inserts.
+                self._condition.wait_for(
+                    lambda: bool(self._pending) or self._stopping, timeout=self._idle_seconds()
+                )
+                if self._pending_rows < self.batch_size and self.flush_seconds > 0:
                     self._condition.wait_for(
                         lambda: (
-                            len(self._pending) >= self.batch_size
+                            self._pending_rows >= self.batch_size
                             or self._stopping
                             or self._flush_requests > 0
                         ),
@@ -507,40 +662,171 @@ class PredictionLog:
                     )
             if not self._pending:
                 return None
-            count = min(self.batch_size, len(self._pending))
-            return [self._pending.popleft() for _ in range(count)]
+            batch: list[_Appended] = []
+            rows = 0
+            while self._pending and (
+                not batch or rows + len(self._pending[0].records) <= self.batch_size
+            ):
+                appended = self._pending.popleft()
+                batch.append(appended)
+                rows += len(appended.records)
+            self._pending_rows -= rows
+            return batch
 
-    def _write_next(self, wait: bool) -> bool:
-        """Write one batch; False when there was nothing to write."""
-        batch = self._take_batch(wait)
-        if batch is None:
-            return False
+    def _write(self, batch: list[_Appended]) -> None:
+        """Make one batch durable (store, else spill) and complete its tickets."""
         rows: list[PredictionRow] = []
         errors: list[str] = []
-        for record in batch:
-            if isinstance(record, PredictionRow):
-                rows.append(record)
-                continue
-            try:
-                rows.append(prediction_row(record))
-            except (InvalidRecord, TypeError, ValueError) as error:
-                errors.append(str(error))
+        for appended in batch:
+            for record in appended.records:
+                if isinstance(record, PredictionRow):
+                    rows.append(record)
+                    continue
+                try:
+                    rows.append(prediction_row(record))
+                except (InvalidRecord, TypeError, ValueError) as error:
+                    errors.append(str(error))
         if errors:  # one line per batch, not per record: a buggy caller would flood the log
             logger.warning("prediction log: %d records not stored, e.g. %s", len(errors), errors[0])
-        written = 0
-        if rows:
-            try:
-                with self._db_lock, self._engine.begin() as connection:
-                    _insert_predictions(connection, rows)
-                written = len(rows)
-            except Exception:  # whatever the database says, the writer thread must live on
-                logger.exception("prediction log: could not write %d records", len(rows))
+        outcome = "written"
+        if rows and not (self._store_due() and self._insert(rows)):
+            outcome = "spilled" if self._spill_rows(rows) else "failed"
+        stored = len(rows) if outcome != "failed" else 0
         with self._condition:
-            self.written += written
-            self.failed += len(batch) - written
-            self._processed += len(batch)
+            if outcome == "spilled":
+                self.spilled += stored
+            else:
+                self.written += stored
+            self.failed += len(errors) + len(rows) - stored
+            self._processed += sum(len(appended.records) for appended in batch)
             self._condition.notify_all()
+        if outcome != "failed":
+            self._count(outcome, stored)
+        self._count("failed", len(errors) + len(rows) - stored)
+        failure = (
+            PredictionsNotRecorded(
+                f"predictions cannot be recorded: the store fails ({self._store_error}) "
+                "and so does the spill file"
+            )
+            if outcome == "failed"
+            else None
+        )
+        for appended in batch:
+            if failure is None:
+                appended.ticket.set_result(None)
+            else:
+                appended.ticket.set_exception(failure)
+
+    def _store_due(self) -> bool:
+        """The store is healthy, or failing and backed off long enough to be tried again."""
+        return not self._store_failures or time.monotonic() >= self._next_store_try
+
+    def _insert(self, rows: Sequence[PredictionRow]) -> bool:
+        """Insert rows in one transaction; False (and the backoff set) when the store fails."""
+        try:
+            with self._db_lock, self._engine.begin() as connection:
+                _insert_predictions(connection, rows)
+        except Exception as error:  # whatever the database says, the writer thread lives on
+            self._store_failed(error)
+            return False
+        if self._store_failures:
+            logger.info("prediction log: the store takes rows again")
+        self._store_failures = 0
+        if self._spill is not None:  # the episode is over: its file is replayed next
+            self._spill.close()
+            self._spill = None
+            self._replay_due = True
         return True
+
+    def _store_failed(self, error: Exception) -> None:
+        self._store_failures += 1
+        self._store_error = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        backoff = min(
+            _FIRST_BACKOFF_SECONDS * 2 ** (self._store_failures - 1), _MAX_BACKOFF_SECONDS
+        )
+        self._next_store_try = time.monotonic() + backoff
+        log = logger.warning if self._store_failures == 1 else logger.debug
+        log(
+            "prediction log: the store fails (%s); spilling to %s, next try in %.1f s",
+            self._store_error,
+            self.spill_dir,
+            backoff,
+        )
+
+    def _spill_rows(self, rows: Sequence[PredictionRow]) -> bool:
+        """Append rows to this process's spill file; False when there is none or it fails."""
+        if self.spill_dir is None:
+            return False
+        try:
+            if self._spill is None:
+                self.spill_dir.mkdir(parents=True, exist_ok=True)
+                name = f"spill-{os.getpid()}-{time.time_ns()}.jsonl"
+                handle = open(self.spill_dir / name, "ab")  # noqa: SIM115 (kept open)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                self._spill = handle
+            self._spill.write(b"".join(_spill_line(row) for row in rows))
+            self._spill.flush()  # to the operating system: survives the process being killed
+        except OSError:
+            logger.exception("prediction log: could not spill %d rows", len(rows))
+            return False
+        return True
+
+    def _next_spill_file(self) -> tuple[BinaryIO, Path] | None:
+        """A spill file nobody else is writing or replaying, locked; None when none is left."""
+        assert self.spill_dir is not None
+        for path in sorted(self.spill_dir.glob(_SPILL_GLOB)):
+            try:
+                handle = open(path, "rb")  # noqa: SIM115 (kept open while replayed)
+            except FileNotFoundError:  # replayed and deleted by another process meanwhile
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # being written or replayed by a live process
+                handle.close()
+                continue
+            if os.fstat(handle.fileno()).st_nlink == 0:  # deleted by its replayer meanwhile
+                handle.close()
+                continue
+            return handle, path
+        return None
+
+    def _replay_chunk(self) -> None:
+        """Replay up to `_REPLAY_CHUNK` rows of a spill file into the store; delete the file
+        once it is all stored."""
+        if self.spill_dir is None:
+            self._replay_due = False
+            return
+        if self._replay is None:
+            self._replay = self._next_spill_file()
+            if self._replay is None:
+                self._replay_due = False
+                return
+        handle, path = self._replay
+        start = handle.tell()
+        rows: list[PredictionRow] = []
+        unreadable = 0
+        for line in handle:
+            try:
+                rows.append(_unspilled(line))
+            except (ValueError, TypeError):  # a line cut short when its writer died
+                unreadable += 1
+            if len(rows) >= _REPLAY_CHUNK:
+                break
+        if rows and not self._insert(rows):
+            handle.seek(start)  # the same rows again on the next try
+            return
+        if unreadable:
+            logger.warning("prediction log: %d unreadable lines in %s", unreadable, path.name)
+        with self._condition:
+            self.replayed += len(rows)
+            self.failed += unreadable
+        self._count("replayed", len(rows))
+        self._count("failed", unreadable)
+        if len(rows) < _REPLAY_CHUNK:  # the end of the file
+            path.unlink(missing_ok=True)
+            handle.close()
+            self._replay = None
+            logger.info("prediction log: replayed and deleted %s", path.name)
 
     # -- outcomes --
 
@@ -645,6 +931,7 @@ __all__ = [
     "InvalidRecord",
     "PredictionLog",
     "PredictionRow",
+    "PredictionsNotRecorded",
     "answer_rows",
     "outcome_row",
     "prediction_row",

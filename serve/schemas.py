@@ -34,7 +34,8 @@ from features.batch import (
     read_events,
 )
 
-LeadId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# No NUL: no database's text column stores one, and the answer must be recorded as given.
+LeadId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
 
 def _iso_time(value: object) -> datetime:
@@ -56,10 +57,17 @@ def _iso_time(value: object) -> datetime:
     return moment
 
 
+# The JSON schema of a time: the supported years (EARLIEST to LATEST, in UTC) as a pattern, so
+# that clients and API fuzzers see the range the API enforces.
+_TIME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^(16(7[89]|[89][0-9])|1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9]|226[01])-",
+}
 Time = Annotated[
     AwareDatetime,
     PlainValidator(_iso_time, json_schema_input_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
+    WithJsonSchema(_TIME_SCHEMA),
 ]
 AttributeValue = str | float | int | bool | None
 
@@ -98,11 +106,7 @@ _EVENTS_SCHEMA: dict[str, Any] = {
     "items": {
         "type": "object",
         "properties": {
-            "ts": {
-                "type": "string",
-                "format": "date-time",
-                "description": "ISO 8601 with a timezone, years 1678 to 2261.",
-            },
+            "ts": {**_TIME_SCHEMA, "description": "ISO 8601 with a timezone, years 1678 to 2261."},
             "event_type": {
                 "type": "string",
                 "minLength": 1,
@@ -165,7 +169,18 @@ class LeadIn(BaseModel):
     model_config = ConfigDict(
         extra="allow",
         frozen=True,
-        json_schema_extra={"examples": [EXAMPLE_LEAD, EXAMPLE_SNAPSHOT_LEAD]},
+        json_schema_extra={
+            "examples": [EXAMPLE_LEAD, EXAMPLE_SNAPSHOT_LEAD],
+            # What the route accepts as an extra attribute (it refuses objects and lists).
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                    {"type": "null"},
+                ]
+            },
+        },
     )
 
     lead_id: LeadId
@@ -278,3 +293,4 @@ class ErrorOut(BaseModel):
 class Health(BaseModel):
     status: str
     model_version: str | None = None
+    detail: str | None = None

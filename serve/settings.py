@@ -48,6 +48,9 @@ class ServeSettings(BaseSettings):
     # (/health, /ready and /metrics always answer).
     max_in_flight: int = Field(64, ge=1)
     prediction_log_url: str = "sqlite:///predictions.db"
+    # Where predictions go while the store fails (one file per process, replayed into the store
+    # when it is back, by this process or the next one started here).
+    prediction_spill_dir: Path = Path("prediction-spill")
     # One log line per request from uvicorn. Off by default: /metrics counts and times every
     # request by route and status, and the prediction log keeps every answer; the line costs
     # about a fifth of a small request's time.

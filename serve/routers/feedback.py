@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy.exc import SQLAlchemyError
 
 from serve.dependencies import ServiceDep, error_responses, require_api_key
+from serve.predictionlog import InvalidRecord
 from serve.schemas import OutcomesIn, OutcomesOut
 
 logger = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(
     tags=["feedback"],
     dependencies=[Depends(require_api_key)],
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 422, 503),
 )
 
 
@@ -34,6 +35,8 @@ def outcomes(body: OutcomesIn, service: ServiceDep) -> OutcomesOut:
                 for o in body.outcomes
             ]
         )
+    except InvalidRecord as exc:  # what the API lets through, the store takes; if not, say so
+        raise HTTPException(status_code=422, detail=f"outcomes not recorded: {exc}") from None
     except SQLAlchemyError as exc:
         logger.warning("outcomes not recorded: %s", exc)
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]

@@ -36,10 +36,15 @@ async def health() -> Health:
 
 @router.get("/ready", response_model=Health, responses={503: {"model": Health}})
 async def ready(service: ServiceDep) -> Health | JSONResponse:
-    """A model is loaded and answering."""
+    """A model is loaded and answering: "ready", or "degraded" while the prediction store
+    fails (answers are still recorded, in the spill file, and replayed later)."""
     model = service.holder.current
     if model is None:
         return JSONResponse(status_code=503, content={"status": "loading"})
+    trouble = service.log.degraded if service.log is not None else None
+    if trouble is not None:
+        detail = f"the prediction store fails ({trouble}); predictions go to the spill file"
+        return Health(status="degraded", model_version=model.version, detail=detail)
     return Health(status="ready", model_version=model.version)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import math
@@ -23,7 +24,8 @@ from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
 from serve.body import BATCH_KEY, TooManyLeads, read_body
 from serve.dependencies import ModelDep, ServiceDep, error_responses, require_api_key
-from serve.predictionlog import answer_rows
+from serve.metrics import BUSY_RETRY_AFTER_SECONDS as RETRY_AFTER_SECONDS
+from serve.predictionlog import PredictionsNotRecorded, answer_rows
 from serve.schemas import BatchIn, LeadIn, ModelInfo, PredictBody, PredictResponse
 from serve.state import LoadedModel
 
@@ -196,7 +198,15 @@ async def predict(
             ["body", "leads", exc.positions[0]] if isinstance(body, BatchIn) else ["body"]
         )
         raise _refuse([*path, exc.field], exc.why, "value_error") from None
-    service.prediction_log.append(answer_rows(answers, datetime.now(UTC), model.version))
+    # Answered only once recorded: committed to the store, or spilled while the store fails.
+    recorded = service.prediction_log.append(answer_rows(answers, datetime.now(UTC), model.version))
+    with service.metrics.log_wait.time():
+        try:
+            await asyncio.wrap_future(recorded)
+        except PredictionsNotRecorded as exc:
+            raise HTTPException(
+                status_code=503, detail=str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
     for tier, count in collections.Counter(a["tier"] for a in answers).items():
         service.metrics.predictions.labels(tier).inc(count)
     for answer in answers:
