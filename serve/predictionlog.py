@@ -1,10 +1,11 @@
-"""The prediction log: every answer of /predict, written off the request path, and outcomes.
+"""The prediction log: every answer of /predict, recorded before it is sent, and outcomes.
 
-The API hands records to `PredictionLog.append`, which only puts them on an in-memory queue; a
-background thread writes them in batches. If the queue is full the records are dropped and
-counted, never waited for: a slow disk must not slow the API. Outcomes posted back (won/lost) are
-written synchronously by `record_outcomes`. `leadscore monitor` reads both back as DataFrames
-(see `models.reports.monitoring`).
+The API hands records to `PredictionLog.append`, which puts them on a queue and returns a ticket;
+a background thread commits what is queued in one transaction (group commit), or spills it to a
+local file while the store fails, and completes the tickets. The API answers once its ticket has
+completed (see `PredictionLog` for the guarantee). Outcomes posted back (won/lost) are written
+synchronously by `record_outcomes`. `leadscore monitor` reads both back as DataFrames (see
+`models.reports.monitoring`).
 
 Storage is any SQLAlchemy URL (SQLAlchemy Core, no ORM); the app's default is
 `sqlite:///predictions.db` in the working directory. SQLite runs in WAL mode so the API's writer

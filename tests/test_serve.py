@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -543,3 +544,69 @@ def test_outcomes_answer_503_with_the_reason_when_the_store_cannot_take_them(
         assert refused.status_code == 503, refused.text
         assert "database is locked" in refused.json()["detail"]
         assert test_client.post("/outcomes", json=body).json() == {"recorded": 1}
+
+
+def test_predictions_are_answered_from_the_spill_while_the_store_fails_and_stored_after(
+    store: tuple[Path, SimulatedFunnel, TrainingRun], tmp_path: Path
+) -> None:
+    workdir, funnel, _ = store
+    database, spill = tmp_path / "predictions.db", tmp_path / "spill"
+    app = create_app(
+        settings(workdir, prediction_log_url=f"sqlite:///{database}", prediction_spill_dir=spill)
+    )
+    leads = [lead_payload(funnel, position) for position in range(6)]
+    with TestClient(app) as test_client:
+        _wait_ready(test_client)
+        locker = sqlite3.connect(database, timeout=0)
+        locker.execute("BEGIN EXCLUSIVE")  # another process holding the store
+        try:
+            answered = [test_client.post("/predict", json=lead) for lead in leads[:3]]
+            ready = test_client.get("/ready").json()
+        finally:
+            locker.rollback()
+            locker.close()
+        assert [response.status_code for response in answered] == [200, 200, 200]
+        assert ready["status"] == "degraded" and "locked" in ready["detail"]
+        answered.append(test_client.post("/predict", json={"leads": leads[3:]}))
+        assert answered[-1].status_code == 200
+        log = app.state.service.prediction_log
+        deadline = time.monotonic() + 20
+        while test_client.get("/ready").json()["status"] != "ready" or log.replayed < log.spilled:
+            assert time.monotonic() < deadline, "the store was never taken up again"
+            time.sleep(0.05)
+        metrics = test_client.get("/metrics").text
+        spilled = log.spilled
+    with sqlite3.connect(database) as connection:
+        stored = [row[0] for row in connection.execute("SELECT lead_id FROM leadscore_predictions")]
+    assert sorted(stored) == sorted(str(lead["lead_id"]) for lead in leads)  # each once
+    assert not list(spill.glob("*.jsonl"))
+    assert spilled >= 3  # the three answered while the store was locked, at least
+    assert f'leadscore_prediction_log_rows_total{{outcome="spilled"}} {spilled}.0' in metrics
+    assert f'leadscore_prediction_log_rows_total{{outcome="replayed"}} {spilled}.0' in metrics
+
+
+def test_predictions_that_can_be_neither_stored_nor_spilled_are_not_answered(
+    store: tuple[Path, SimulatedFunnel, TrainingRun], tmp_path: Path
+) -> None:
+    workdir, funnel, _ = store
+    database, not_a_folder = tmp_path / "predictions.db", tmp_path / "spill"
+    not_a_folder.write_text("a file where the spill folder should be")
+    app = create_app(
+        settings(
+            workdir, prediction_log_url=f"sqlite:///{database}", prediction_spill_dir=not_a_folder
+        )
+    )
+    with TestClient(app) as test_client:
+        _wait_ready(test_client)
+        locker = sqlite3.connect(database, timeout=0)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            refused = test_client.post("/predict", json=lead_payload(funnel, 0))
+        finally:
+            locker.rollback()
+            locker.close()
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "cannot be recorded" in refused.json()["detail"]
+        assert 'leadscore_prediction_log_rows_total{outcome="failed"} 1.0' in (
+            test_client.get("/metrics").text
+        )
