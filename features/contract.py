@@ -106,14 +106,58 @@ def _sniff_separator(path: Path) -> str:
         return ","
 
 
+def _check_text(path: Path, chunk_size: int = 1 << 20) -> None:
+    """Refuse a CSV that is not UTF-8 text, naming the first bad line: NUL bytes (a binary
+    file, or one whose end a crash filled with zeros) or bytes that are not UTF-8. Read in
+    blocks of whole lines (no UTF-8 character holds a newline byte)."""
+    line, rest = 1, b""
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(chunk_size)
+            block = rest + chunk
+            cut = block.rfind(b"\n") + 1 if chunk else len(block)
+            block, rest = block[:cut], block[cut:]
+            nul = block.find(b"\0")
+            try:
+                block.decode("utf-8")
+                bad = -1
+            except UnicodeDecodeError as exc:
+                bad = exc.start
+            if nul >= 0 and (bad < 0 or nul <= bad):
+                where = line + block.count(b"\n", 0, nul)
+                raise DataContractError(
+                    f"is not text: NUL bytes on line {where} (a binary or damaged file)",
+                    file=path,
+                    hint="export it again as CSV UTF-8",
+                )
+            if bad >= 0:
+                where = line + block.count(b"\n", 0, bad)
+                raise DataContractError(
+                    f"is not UTF-8 text: byte 0x{block[bad]:02x} on line {where}",
+                    file=path,
+                    hint="save it as CSV UTF-8",
+                )
+            if not chunk:
+                return
+            line += block.count(b"\n")
+
+
 def read_table(path: Path, separator: str | None = None) -> pd.DataFrame:
     """Read a CSV (all cells as text, parsed later by the contract) or a Parquet file. A CSV's
     separator is `separator`, or sniffed from its first lines (comma, semicolon, tab, pipe)."""
     if not path.exists():
         raise DataContractError("file not found", file=path)
     suffix = path.suffix.lower()
+    if path.is_dir() and (
+        suffix not in (".parquet", ".pq") or not any(p.is_file() for p in path.rglob("*"))
+    ):
+        # A folder of Parquet files (a partitioned dataset) is read as one table.
+        raise DataContractError("is a folder, not a data file", file=path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataContractError("is empty (0 bytes)", file=path)
     try:
         if suffix in (".csv", ".tsv", ".txt"):
+            _check_text(path)
             sep = separator or _sniff_separator(path)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
             if frame.shape[1] == 1:
@@ -128,6 +172,8 @@ def read_table(path: Path, separator: str | None = None) -> pd.DataFrame:
             return frame
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
+    except DataContractError:
+        raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataContractError(f"cannot be read ({first_line})", file=path) from exc

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import numpy as np
@@ -82,6 +83,90 @@ def use_tracking(workdir: Path) -> str:
     return uri
 
 
+class StoreUnavailable(DataContractError):
+    """The MLflow store cannot be reached or opened: nothing was logged or registered."""
+
+
+def _shown(uri: str) -> str:
+    """A store URI fit to print: without its password."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _unavailable(uri: str, exc: BaseException) -> StoreUnavailable:
+    """One line for a store that fails: which store, and the root cause (a refused
+    connection, a file that is not a database), not MLflow's wrapping of it."""
+    cause = exc
+    while (deeper := cause.__cause__ or cause.__context__) is not None:
+        cause = deeper
+    reason = (str(cause) or type(cause).__name__).splitlines()[0]
+    if uri.startswith("sqlite:"):
+        return StoreUnavailable(
+            f"MLflow store {_shown(uri)} cannot be opened: {reason}",
+            hint="point LEADSCORE_WORKDIR or MLFLOW_TRACKING_URI at a working store",
+        )
+    return StoreUnavailable(
+        f"MLflow store {_shown(uri)} is unreachable: {reason}",
+        hint="start it, or point MLFLOW_TRACKING_URI at a running one",
+    )
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///").partition("?")[0])
+
+
+def _check_sqlite_file(uri: str) -> None:
+    """What MLflow would retry for minutes (a folder where the database should be) or fail on
+    with a traceback (a file that is not a database), refused at once."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = _sqlite_path(uri)
+    problem = None
+    if path.is_dir():
+        problem = "it is a folder"
+    elif any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        problem = "a part of its path is a file, not a folder"
+    elif path.is_file() and path.stat().st_size:
+        with path.open("rb") as handle:
+            if handle.read(16) != b"SQLite format 3\0":
+                problem = "the file is not a SQLite database"
+    if problem is not None:
+        raise StoreUnavailable(
+            f"MLflow store {_shown(uri)} cannot be opened: {problem}",
+            hint="point LEADSCORE_WORKDIR or MLFLOW_TRACKING_URI at a working store",
+        )
+
+
+_PROBE_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+def check_store(workdir: Path) -> str:
+    """Point MLflow at the store for `workdir` and make sure it answers (tracking and
+    registry): called before anything is trained, so that an unreachable server or a file
+    that is not a database is one clear error, not a traceback after the training."""
+    uri = use_tracking(workdir)
+    _check_sqlite_file(uri)
+    if uri.startswith("sqlite:///") and not _sqlite_path(uri).exists():
+        return uri  # a new store, made when the first model is logged: no file left before
+    # A server that is down fails the probe in seconds, not after MLflow's minutes of retries;
+    # MLFLOW_HTTP_REQUEST_* variables the user set are kept.
+    added = {k: v for k, v in _PROBE_HTTP.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        client = MlflowClient()
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    except Exception as exc:  # the probe only talks to the store: the store is what failed
+        raise _unavailable(uri, exc) from exc
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+    return uri
+
+
 def _experiment_id(name: str, workdir: Path) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -131,8 +216,12 @@ def current_champion(name: str) -> tuple[str, LeadScorer] | None:
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # No model or no champion yet; a store that fails is not "no champion" (the gate
+        # would then crown the new model without comparing it).
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     return str(version.version), load_scorer(f"models:/{name}@{CHAMPION}")
 
 
@@ -204,7 +293,7 @@ def log_and_register(
     The version is registered after the run has finished, and the alias moves last: a failed or
     interrupted run leaves no version and `champion` where it was.
     """
-    use_tracking(workdir)
+    check_store(workdir)
     experiment = _experiment_id(config.experiment, workdir)
     champion = current_champion(config.model_name)
     scorer = result.scorer
@@ -431,7 +520,7 @@ def _signature(example: pd.DataFrame, output: pd.DataFrame) -> ModelSignature:
 
 def promote(name: str, version: str, workdir: Path) -> str:
     """Move `champion` to `version` by hand; the previous champion becomes `challenger`."""
-    use_tracking(workdir)
+    check_store(workdir)
     client = MlflowClient()
     try:
         client.get_model_version(name, version)
