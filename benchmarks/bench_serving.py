@@ -753,6 +753,19 @@ def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def prepare_process() -> str:
+    """For a benchmark that starts servers: wrk's path (or exit, saying how to install it),
+    SIGTERM unwinding like Ctrl-C (so the servers are stopped), and no tracking server from
+    the caller's environment (our own store only)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit(WRK_INSTALL)
+    signal.signal(signal.SIGTERM, _terminated)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+    return wrk
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="wrk seconds per row")
@@ -763,14 +776,7 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=20_000, help="simulated training leads")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        sys.exit(WRK_INSTALL)
-    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers are stopped.
-    signal.signal(signal.SIGTERM, _terminated)
-    # Our own store only: not a tracking server the caller's environment points at.
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        os.environ.pop(name, None)
+    wrk = prepare_process()
 
     try:
         with tempfile.TemporaryDirectory(prefix="leadscore-bench-serving-") as tmp:

@@ -303,6 +303,8 @@ def train(
     settings = load_config(config)
     leads, events = _data_paths(data, leads, events)
     table = _rules(settings, rules)
+    # The store is asked first: one that cannot be reached fails now, not after the training.
+    check_store(settings.workdir)
     with progress_steps(total=2 + TRAINING_STEPS, description="train") as advance:
         if settings.dataset.mode == "snapshot":
             export = _snapshot(settings, leads)
@@ -728,6 +730,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        http=HeaderDeadlineProtocol,
         log_level="info",
         access_log=settings.access_log,
     )
@@ -744,6 +747,7 @@ def demo(
 ) -> None:
     """Simulate a funnel, train and calibrate, evaluate against the rules, register in MLflow."""
     settings = LeadscoreConfig()
+    check_store(settings.workdir)
     with progress_steps(total=len(SIMULATION_STEPS), description="simulate") as advance:
         funnel = simulate_funnel(SimulatorConfig(n_leads=leads, seed=seed), on_step=advance)
         write_funnel(funnel, workdir / "data")

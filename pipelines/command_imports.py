@@ -24,6 +24,7 @@ from features.training import LABEL, make_training_set
 from features.vocabulary import CONVERTED, LEAD_ID
 from models.registry import (
     CHAMPION,
+    check_store,
     load_holdout,
     load_scorer,
     load_suggested_points,
@@ -49,6 +50,7 @@ from pipelines.training import (
     run_snapshot_training,
     run_training,
 )
+from serve.protocol import HeaderDeadlineProtocol
 from serve.settings import ServeSettings
 from simulator.funnel import (
     SIMULATION_STEPS,

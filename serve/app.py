@@ -20,6 +20,7 @@ from serve.batching import MicroBatcher
 from serve.dependencies import Service
 from serve.metrics import BodyLimitAndMetrics, Metrics
 from serve.predictionlog import PredictionLog
+from serve.protocol import HeaderDeadlineProtocol
 from serve.routers import feedback, marketing, ops, scoring
 from serve.settings import ServeSettings
 from serve.state import ModelHolder
@@ -92,13 +93,19 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         summary="Calibrated lead scores with reasons, beside the rule-based points.",
         lifespan=lifespan,
     )
-    service = Service(settings, holder, metrics, MicroBatcher(scoring.score_leads))
+    service = Service(
+        settings,
+        holder,
+        metrics,
+        MicroBatcher(lambda model, leads: scoring.score_and_record(service, model, leads)),
+    )
     app.state.service = service
     app.add_middleware(
         BodyLimitAndMetrics,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         max_in_flight=settings.max_in_flight,
+        body_timeout=settings.body_timeout_seconds,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (scoring.router, feedback.router, marketing.router, ops.router):
@@ -127,8 +134,11 @@ SERVING_GC_THRESHOLDS = (50_000, 20, 100)
 
 def app_factory() -> FastAPI:
     """For `uvicorn --factory serve.app:app_factory` (`leadscore serve`, in each worker):
-    settings from the environment, and the collector tuned for serving."""
-    app = create_app(ServeSettings())
+    settings from the environment, the header deadline of `serve.protocol`, and the collector
+    tuned for serving."""
+    settings = ServeSettings()
+    app = create_app(settings)
+    HeaderDeadlineProtocol.header_timeout = settings.header_timeout_seconds
     # What is imported by now (pandas, scikit-learn, MLflow, FastAPI: ~400k objects) lives as
     # long as the server: out of the collector's sight, full collections no longer walk it.
     gc.freeze()

@@ -103,6 +103,7 @@ ModelDep = Annotated[LoadedModel, Depends(serving_model)]
 
 
 _ANSWERS = {
+    400: "The body is not JSON text (e.g. not UTF-8).",
     401: "Missing or wrong X-API-Key (when the service has a key).",
     404: "Not available for the served model.",
     413: "Too many leads in one request, or a body over the size limit.",

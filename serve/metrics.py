@@ -3,10 +3,12 @@ oversized bodies while they are read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
@@ -68,10 +70,25 @@ class Metrics:
 
     def render(self) -> bytes:
         if self.multiprocess:
+            _forget_dead_workers(os.environ["PROMETHEUS_MULTIPROC_DIR"])
             registry = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _forget_dead_workers(directory: str) -> None:
+    """Drop the live-only gauges of worker processes that are gone (a worker killed and
+    replaced by uvicorn): prometheus_client leaves that to whoever sees a process die, and
+    nothing else here does. Their counters stay in the totals."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            prometheus_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:  # alive, another user's
+            pass
 
 
 # Always answered, however busy the service is: a load balancer must see it alive.
@@ -85,12 +102,18 @@ class BodyLimitAndMetrics:
     would answer everyone late), and times every request."""
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, metrics: Metrics, max_in_flight: int = 64
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        metrics: Metrics,
+        max_in_flight: int = 64,
+        body_timeout: float = 30.0,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.max_in_flight = max_in_flight
+        self.body_timeout = body_timeout
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,13 +145,22 @@ class BodyLimitAndMetrics:
 
     async def _timed(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
+        body_done = False
+        deadline = time.monotonic() + self.body_timeout
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # only waiting for a disconnect now: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow(self.body_timeout) from None
             seen += len(message.get("body", b""))
             if seen > self.max_body_bytes:
                 raise _BodyTooLarge()
+            body_done = not message.get("more_body", False)
             return message
 
         status = 500
@@ -150,6 +182,24 @@ class BodyLimitAndMetrics:
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
             self.metrics.latency.labels(path, str(status)).observe(time.perf_counter() - started)
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """A `time.monotonic()` deadline on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
+
+
+class _BodyTooSlow(HTTPException):
+    """Raised while FastAPI reads the body; answered 408, and the connection closed (the rest
+    of the body may still come)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            status_code=408,
+            detail=f"the request body did not arrive within {seconds:g} s",
+            headers={"Connection": "close"},
+        )
 
 
 class _BodyTooLarge(HTTPException):

@@ -72,15 +72,18 @@ _PERSONAL_KEY_PARTS = ("email", "phone", "first_name", "last_name", "full_name")
 _PERSONAL_KEYS = frozenset({"name", "title", "job_title"})
 _DROP_WARNING_SECONDS = 10.0  # at most one "queue full" warning per interval: the API is busy
 _CHUNK = 500  # rows per statement for IN (...) lists; far below every database's limit
-# A locked SQLite file holds the writer (and the answers waiting on it) this long before the
-# rows go to the spill file.
 _ID_LENGTH = 255  # characters of lead_id and model_version
 _TIER_LENGTH = 32
+# How long a locked SQLite file is waited for: by the background writer (replays, outcomes,
+# `append`), and by `record` on the request path, which then spills instead.
 _BUSY_TIMEOUT_MS = 1_000
+_RECORD_BUSY_TIMEOUT_MS = 100
 _SPILL_GLOB = "spill-*.jsonl"
 _FIRST_BACKOFF_SECONDS = 0.5
 _MAX_BACKOFF_SECONDS = 30.0
-_REPLAY_CHUNK = 5_000  # spilled rows per transaction: new batches wait at most one chunk
+# Spilled rows per transaction: a replay holds SQLite's write lock well under the request path's
+# busy timeout.
+_REPLAY_CHUNK = 1_000
 
 # MySQL's DATETIME drops fractions of a second and its FLOAT is single precision.
 _Time = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
@@ -332,7 +335,7 @@ def _is_memory_sqlite(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, busy_timeout_ms: int = _BUSY_TIMEOUT_MS) -> Engine:
     parsed = make_url(url)
     if _is_memory_sqlite(parsed):
         # One shared connection, else the writer thread would see its own, empty database.
@@ -349,7 +352,7 @@ def _engine(url: str) -> Engine:
             # (a power cut may lose the last batches, never corrupt the file).
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cursor.close()
 
     return engine
@@ -358,15 +361,17 @@ def _engine(url: str) -> Engine:
 # SQLAlchemy's own text form of a SQLite DATETIME, so rows written by either path compare and
 # read back alike.
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
-_SQLITE_INSERT = (
-    f"INSERT INTO {PREDICTIONS_TABLE} ({', '.join(PredictionRow._fields)}) "
-    f"VALUES ({', '.join('?' * len(PredictionRow._fields))})"
-)
+_SQLITE_ROW = f"({', '.join('?' * len(PredictionRow._fields))})"
+_SQLITE_INSERT = f"INSERT INTO {PREDICTIONS_TABLE} ({', '.join(PredictionRow._fields)}) VALUES "
+# Rows per statement: 11 parameters each, under SQLite's 32,766 parameters per statement.
+_SQLITE_ROWS_PER_INSERT = 2_000
 
 
 def _insert_predictions(connection: sa.Connection, rows: Sequence[PredictionRow]) -> None:
-    """One insert of many rows. On SQLite straight through the driver: SQLAlchemy's per-row
-    parameter processing costs more than SQLite's own insert."""
+    """One insert of many rows. On SQLite straight through the driver, one statement of many
+    rows: SQLAlchemy's per-row parameter processing costs more than SQLite's own insert, and
+    the driver lets other threads run during each statement it executes, so the writer would
+    wait for the request thread's turn once per row."""
     if connection.dialect.name != "sqlite":
         connection.execute(predictions_table.insert(), [row._asdict() for row in rows])
         return
@@ -375,10 +380,15 @@ def _insert_predictions(connection: sa.Connection, rows: Sequence[PredictionRow]
         for moment in (row.scored_at, row.as_of):
             if moment not in texts:
                 texts[moment] = moment.strftime(_SQLITE_TIME)
-    connection.exec_driver_sql(
-        _SQLITE_INSERT,
-        [(row[0], texts[row.scored_at], texts[row.as_of], *row[3:]) for row in rows],
-    )
+    for chunk in _chunks(rows, _SQLITE_ROWS_PER_INSERT):
+        values = [
+            value
+            for row in chunk
+            for value in (row[0], texts[row.scored_at], texts[row.as_of], *row[3:])
+        ]
+        connection.exec_driver_sql(
+            _SQLITE_INSERT + ", ".join([_SQLITE_ROW] * len(chunk)), tuple(values)
+        )
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -465,6 +475,12 @@ class PredictionLog:
         self.dropped = 0
         self._on_rows = on_rows
         self._engine = _engine(url)
+        # `record` waits less for a locked SQLite file: it has an answer to send.
+        self._record_engine = (
+            self._engine
+            if _is_memory_sqlite(make_url(url)) or make_url(url).get_backend_name() != "sqlite"
+            else _engine(url, busy_timeout_ms=_RECORD_BUSY_TIMEOUT_MS)
+        )
         # An in-memory SQLite database is one shared connection: use it one thread at a time.
         self._db_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if _is_memory_sqlite(make_url(url)) else contextlib.nullcontext()
@@ -475,11 +491,13 @@ class PredictionLog:
         self._accepted = 0  # records ever queued
         self._processed = 0  # records taken off the queue and made durable or failed
         self._flush_requests = 0
+        self._rethink = False  # the store's state changed under an idle writer
         self._stopping = False
         self._closed = False
         self._last_drop_warning = -math.inf
         self._thread: threading.Thread | None = None
-        # The store's health, owned by the writer.
+        # The store's health and the spill file: shared by `record` callers and the writer.
+        self._state = threading.RLock()
         self._store_failures = 0
         self._next_store_try = -math.inf
         self._store_error = ""
@@ -627,11 +645,12 @@ class PredictionLog:
                 self._write(batch)
             elif self._stopping:
                 return
-            if self._store_failures and self._spill is not None and self._store_due():
-                # Idle and backed off long enough: the store is tried by replaying the spill.
-                self._spill.close()
-                self._spill = None
-                self._replay_due = True
+            with self._state:
+                if self._store_failures and self._spill is not None and self._store_due():
+                    # Idle and backed off long enough: the store is tried by replaying the spill.
+                    self._spill.close()
+                    self._spill = None
+                    self._replay_due = True
             # Between batches: a chunk of a spill file, when the store is taking rows again.
             if self._replay_due and self._store_due():
                 self._replay_chunk()
@@ -650,8 +669,10 @@ class PredictionLog:
         with self._condition:
             if wait:
                 self._condition.wait_for(
-                    lambda: bool(self._pending) or self._stopping, timeout=self._idle_seconds()
+                    lambda: bool(self._pending) or self._stopping or self._rethink,
+                    timeout=self._idle_seconds(),
                 )
+                self._rethink = False
                 if self._pending_rows < self.batch_size and self.flush_seconds > 0:
                     self._condition.wait_for(
                         lambda: (
@@ -676,70 +697,113 @@ class PredictionLog:
 
     def _write(self, batch: list[_Appended]) -> None:
         """Make one batch durable (store, else spill) and complete its tickets."""
-        rows: list[PredictionRow] = []
-        errors: list[str] = []
-        for appended in batch:
-            for record in appended.records:
-                if isinstance(record, PredictionRow):
-                    rows.append(record)
-                    continue
-                try:
-                    rows.append(prediction_row(record))
-                except (InvalidRecord, TypeError, ValueError) as error:
-                    errors.append(str(error))
-        if errors:  # one line per batch, not per record: a buggy caller would flood the log
-            logger.warning("prediction log: %d records not stored, e.g. %s", len(errors), errors[0])
-        outcome = "written"
-        if rows and not (self._store_due() and self._insert(rows)):
-            outcome = "spilled" if self._spill_rows(rows) else "failed"
-        stored = len(rows) if outcome != "failed" else 0
+        rows = self._storable([record for appended in batch for record in appended.records])
+        outcome = self._make_durable(rows, self._engine) if rows else "written"
         with self._condition:
-            if outcome == "spilled":
-                self.spilled += stored
-            else:
-                self.written += stored
-            self.failed += len(errors) + len(rows) - stored
             self._processed += sum(len(appended.records) for appended in batch)
             self._condition.notify_all()
-        if outcome != "failed":
-            self._count(outcome, stored)
-        self._count("failed", len(errors) + len(rows) - stored)
-        failure = (
-            PredictionsNotRecorded(
-                f"predictions cannot be recorded: the store fails ({self._store_error}) "
-                "and so does the spill file"
-            )
-            if outcome == "failed"
-            else None
-        )
+        failure = self._not_recorded() if outcome == "failed" else None
         for appended in batch:
             if failure is None:
                 appended.ticket.set_result(None)
             else:
                 appended.ticket.set_exception(failure)
 
+    def _storable(
+        self, records: Sequence[Mapping[str, object] | PredictionRow]
+    ) -> list[PredictionRow]:
+        """The records as rows; those that cannot be stored (missing field, naive time, text a
+        database refuses) are logged and counted as failed."""
+        rows: list[PredictionRow] = []
+        errors: list[str] = []
+        for record in records:
+            if isinstance(record, PredictionRow):
+                rows.append(record)
+                continue
+            try:
+                rows.append(prediction_row(record))
+            except (InvalidRecord, TypeError, ValueError) as error:
+                errors.append(str(error))
+        if errors:  # one line per batch, not per record: a buggy caller would flood the log
+            logger.warning("prediction log: %d records not stored, e.g. %s", len(errors), errors[0])
+            with self._condition:
+                self.failed += len(errors)
+            self._count("failed", len(errors))
+        return rows
+
+    def record(self, records: Sequence[Mapping[str, object] | PredictionRow]) -> None:
+        """Make rows durable now, in the calling thread: one commit to the store, or the spill
+        file while the store fails; `PredictionsNotRecorded` when neither takes them. Records
+        that cannot be stored at all are counted as failed (the API lets none through).
+
+        The API calls this once per round of scored requests, before answering them: concurrent
+        requests share a commit, and no other thread has to be woken and waited for (on a busy
+        event loop, each hand-over of the interpreter between threads costs milliseconds). A
+        locked SQLite file is waited for 100 ms at most; replays and retries stay in the
+        background writer."""
+        rows = self._storable(records)
+        if rows and self._make_durable(rows, self._record_engine) == "failed":
+            raise self._not_recorded()
+
+    def _not_recorded(self) -> PredictionsNotRecorded:
+        return PredictionsNotRecorded(
+            f"predictions cannot be recorded: the store fails ({self._store_error}) and so does "
+            "the spill file"
+        )
+
+    def _make_durable(self, rows: Sequence[PredictionRow], engine: Engine) -> str:
+        """Store rows (when the store is not backing off), else spill them; counted. What
+        became of them: "written", "spilled" or "failed"."""
+        if self._store_due() and self._insert(rows, engine):
+            outcome = "written"
+        else:
+            outcome = "spilled" if self._spill_rows(rows) else "failed"
+        with self._condition:
+            if outcome == "written":
+                self.written += len(rows)
+            elif outcome == "spilled":
+                self.spilled += len(rows)
+            else:
+                self.failed += len(rows)
+        self._count(outcome, len(rows))
+        return outcome
+
     def _store_due(self) -> bool:
         """The store is healthy, or failing and backed off long enough to be tried again."""
         return not self._store_failures or time.monotonic() >= self._next_store_try
 
-    def _insert(self, rows: Sequence[PredictionRow]) -> bool:
+    def _insert(self, rows: Sequence[PredictionRow], engine: Engine) -> bool:
         """Insert rows in one transaction; False (and the backoff set) when the store fails."""
         try:
-            with self._db_lock, self._engine.begin() as connection:
+            with self._db_lock, engine.begin() as connection:
                 _insert_predictions(connection, rows)
-        except Exception as error:  # whatever the database says, the writer thread lives on
+        except Exception as error:  # whatever the database says, the caller lives on
             self._store_failed(error)
             return False
-        if self._store_failures:
-            logger.info("prediction log: the store takes rows again")
-        self._store_failures = 0
-        if self._spill is not None:  # the episode is over: its file is replayed next
-            self._spill.close()
-            self._spill = None
-            self._replay_due = True
+        with self._state:
+            if self._store_failures:
+                logger.info("prediction log: the store takes rows again")
+            self._store_failures = 0
+            if self._spill is not None:  # the episode is over: its file is replayed next
+                self._spill.close()
+                self._spill = None
+                self._replay_due = True
+        if self._replay_due:
+            self._wake_writer()  # to replay
         return True
 
+    def _wake_writer(self) -> None:
+        """Make the writer look again at what to do when idle (retry, replay)."""
+        with self._condition:
+            self._rethink = True
+            self._condition.notify_all()
+
     def _store_failed(self, error: Exception) -> None:
+        with self._state:
+            self._note_store_failure(error)
+        self._wake_writer()  # to retry after the backoff
+
+    def _note_store_failure(self, error: Exception) -> None:
         self._store_failures += 1
         self._store_error = f"{type(error).__name__}: {error}".splitlines()[0][:300]
         backoff = min(
@@ -758,6 +822,11 @@ class PredictionLog:
         """Append rows to this process's spill file; False when there is none or it fails."""
         if self.spill_dir is None:
             return False
+        with self._state:
+            return self._spill_locked(rows)
+
+    def _spill_locked(self, rows: Sequence[PredictionRow]) -> bool:
+        assert self.spill_dir is not None
         try:
             if self._spill is None:
                 self.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -813,7 +882,7 @@ class PredictionLog:
                 unreadable += 1
             if len(rows) >= _REPLAY_CHUNK:
                 break
-        if rows and not self._insert(rows):
+        if rows and not self._insert(rows, self._engine):
             handle.seek(start)  # the same rows again on the next try
             return
         if unreadable:

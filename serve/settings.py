@@ -47,6 +47,10 @@ class ServeSettings(BaseSettings):
     # Requests being handled at once, per worker; more are answered 503 with Retry-After at once
     # (/health, /ready and /metrics always answer).
     max_in_flight: int = Field(64, ge=1)
+    # A request's headers must be complete this long after its first byte, its body this long
+    # after its headers; a late one is answered 408 and its connection closed.
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
     prediction_log_url: str = "sqlite:///predictions.db"
     # Where predictions go while the store fails (one file per process, replayed into the store
     # when it is back, by this process or the next one started here).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -13,12 +15,15 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.bench_soak import kill_under_load, stored_lead_ids
 from models.registry import CHAMPION, use_tracking
 from tests.conftest import train_into_store
 from tests.server import serving, wait_for
 from tests.test_serve import lead_payload
 
-pytestmark = pytest.mark.slow
+# Real servers under load: one at a time (one xdist worker), so that their latency bars measure
+# the server, not another server's load on the same two cores.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 
 
 def test_serve_predict_hot_swap_and_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,3 +173,70 @@ def test_health_answers_while_maximal_bad_requests_are_refused(
                 detail = answer["body"]["detail"]
                 assert 0 < len(detail) <= 20
                 assert detail[0]["loc"] == ["body", "leads", 0, "events", 0, "ts"]
+
+
+def _read_all(connection: socket.socket, seconds: float) -> bytes:
+    """What the server sends until it closes the connection (or `seconds` pass)."""
+    connection.settimeout(seconds)
+    received = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := connection.recv(4096):
+            received += chunk
+    return received
+
+
+def test_slow_headers_and_bodies_are_cut_off_with_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = {
+        "LEADSCORE_SERVE_RELOAD_INTERVAL_SECONDS": "0",
+        "LEADSCORE_SERVE_PREDICTION_LOG_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+        "LEADSCORE_SERVE_HEADER_TIMEOUT_SECONDS": "1",
+        "LEADSCORE_SERVE_BODY_TIMEOUT_SECONDS": "1",
+    }
+    with serving(tmp_path, env) as server:
+        wait_for(f"{server.base}/health", server.process)
+        address = ("127.0.0.1", int(server.base.rsplit(":", 1)[1]))
+        stalls = {
+            "silent": b"",
+            "half a header": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Le",
+            "half a body": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b'\r\nContent-Length: 1000\r\n\r\n{"lead_id": "1", ',
+        }
+        held = []
+        for name, opening in stalls.items():
+            connection = socket.create_connection(address)
+            connection.sendall(opening)
+            held.append((name, connection, time.monotonic()))
+        # Meanwhile the service answers everyone else.
+        assert httpx.get(f"{server.base}/health", timeout=5).status_code == 200
+        for name, connection, opened in held:
+            received = _read_all(connection, seconds=10)
+            waited = time.monotonic() - opened
+            connection.close()
+            assert received.startswith(b"HTTP/1.1 408 "), (name, received)
+            assert 0.8 < waited < 5, (name, waited)  # cut off at the deadline, not held open
+        assert b"did not arrive within 1 s" in received  # the body's deadline says which
+        assert httpx.get(f"{server.base}/health", timeout=5).status_code == 200
+
+
+def test_no_prediction_answered_before_a_sigkill_is_missing_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    funnel, _ = train_into_store(tmp_path, n_leads=4_000, seed=53)
+    database = tmp_path / "predictions.db"
+    env = {
+        "LEADSCORE_SERVE_RELOAD_INTERVAL_SECONDS": "0",
+        "LEADSCORE_SERVE_PREDICTION_LOG_URL": f"sqlite:///{database}",
+        "LEADSCORE_SERVE_PREDICTION_SPILL_DIR": str(tmp_path / "spill"),
+    }
+    with serving(tmp_path, env) as server:
+        wait_for(f"{server.base}/ready", server.process)
+        answered, errors = kill_under_load(
+            server.base, server.process.kill, lead_payload(funnel, 3), clients=8, after_s=3.0
+        )
+    assert errors == 0
+    assert len(answered) > 50  # under load when killed
+    assert answered - stored_lead_ids(database) == set()

@@ -26,7 +26,13 @@ def _compared(model: LoadedModel) -> tuple[str, str]:
     return model.comparison_page, model.comparison_csv
 
 
-@router.get("/compare", response_class=HTMLResponse)
+# The page is HTML; its errors are JSON, as everywhere (`response_class=HTMLResponse` would
+# document them as HTML).
+@router.get(
+    "/compare",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+)
 def compare_page(model: ModelDep) -> HTMLResponse:
     """The served model's MQL list against the rules' on its holdout, for marketers: a page
     with plots, filters by source and tier (also ?source=...&tier=...) and CSV download."""

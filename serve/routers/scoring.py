@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import math
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
@@ -23,7 +23,7 @@ from features.batch import LeadsUnscorable
 from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
 from serve.body import BATCH_KEY, TooManyLeads, read_body
-from serve.dependencies import ModelDep, ServiceDep, error_responses, require_api_key
+from serve.dependencies import ModelDep, Service, ServiceDep, error_responses, require_api_key
 from serve.metrics import BUSY_RETRY_AFTER_SECONDS as RETRY_AFTER_SECONDS
 from serve.predictionlog import PredictionsNotRecorded, answer_rows
 from serve.schemas import BatchIn, LeadIn, ModelInfo, PredictBody, PredictResponse
@@ -46,6 +46,20 @@ def score_leads(model: LoadedModel, leads: Sequence[LeadIn]) -> list[dict[str, A
     # are: no copy through model_dump.
     records = [{**lead.__dict__, **(lead.model_extra or {})} for lead in leads]
     return model.scorer.score_records(records, with_monitored=True).records()
+
+
+def score_and_record(
+    service: Service, model: LoadedModel, leads: Sequence[LeadIn]
+) -> list[dict[str, Any]]:
+    """Score, then record the answers (committed, or spilled while the store fails) before any
+    is sent: `PredictionsNotRecorded` when they cannot be. The micro-batcher calls this once
+    per round of small requests, so they share one commit; large requests call it in a worker
+    thread."""
+    answers = score_leads(model, leads)
+    started = time.perf_counter()
+    service.prediction_log.record(answer_rows(answers, datetime.now(UTC), model.version))
+    service.metrics.log_wait.observe(time.perf_counter() - started)
+    return answers
 
 
 def _is_number(value: object) -> bool:
@@ -187,26 +201,22 @@ async def predict(
     top reasons for and against."""
     leads = body.leads if isinstance(body, BatchIn) else [body]
     _check_leads(body, leads, model, service.settings.max_events_per_lead)
+    # Answered only once recorded (see score_and_record).
     try:
         if len(leads) <= _INLINE_LEADS:
-            # Small requests that are ready together are scored in one kernel call, on the loop.
+            # Small requests that are ready together are scored and recorded at once, on the loop.
             answers = await service.batcher(model, leads)
         else:
-            answers = await run_in_threadpool(score_leads, model, leads)
+            answers = await run_in_threadpool(score_and_record, service, model, leads)
     except LeadsUnscorable as exc:  # a merged round is re-scored request by request: ours
         path: list[Any] = (
             ["body", "leads", exc.positions[0]] if isinstance(body, BatchIn) else ["body"]
         )
         raise _refuse([*path, exc.field], exc.why, "value_error") from None
-    # Answered only once recorded: committed to the store, or spilled while the store fails.
-    recorded = service.prediction_log.append(answer_rows(answers, datetime.now(UTC), model.version))
-    with service.metrics.log_wait.time():
-        try:
-            await asyncio.wrap_future(recorded)
-        except PredictionsNotRecorded as exc:
-            raise HTTPException(
-                status_code=503, detail=str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-            ) from None
+    except PredictionsNotRecorded as exc:
+        raise HTTPException(
+            status_code=503, detail=str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from None
     for tier, count in collections.Counter(a["tier"] for a in answers).items():
         service.metrics.predictions.labels(tier).inc(count)
     for answer in answers:
