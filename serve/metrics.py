@@ -57,7 +57,10 @@ class Metrics:
             "leadscore_prediction_log_wait_seconds",
             "How long an answer waits for its predictions to be recorded (stored or spilled)",
             registry=target,
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5),
+            buckets=(
+                0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.0006, 0.0008, 0.001, 0.0015, 0.002,
+                0.005, 0.01, 0.05, 0.25, 1, 5,
+            ),
         )  # fmt: skip
         self.model_version = Gauge(
             "leadscore_model_version", "Registered version being served", registry=target,

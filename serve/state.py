@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import logging
 import threading
 from dataclasses import dataclass
@@ -45,6 +48,16 @@ def holdout_page(scorer: LeadScorer, name: str) -> tuple[str | None, str | None]
     return page, leads_csv(comparison)
 
 
+def _return_free_memory() -> None:
+    """Hand the memory the old model freed back to the operating system (glibc keeps it in the
+    process otherwise, and the service's memory would step up at each swap)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 class ModelHolder:
     """Holds the current model; a new one is loaded beside it and swapped in one assignment,
     so a request always sees one whole model and never waits for a load."""
@@ -69,4 +82,9 @@ class ModelHolder:
             previous = self.current.version if self.current else None
             self.current = LoadedModel(scorer, version, datetime.now(UTC), page, csv)
             logger.info("serving %s v%s (was %s)", self.name, version, previous)
-            return True
+        # The old model is garbage once requests in flight are done with it; with the serving
+        # process's rare full collections its cycles would wait long. Collected now, once per
+        # swap, in the loading thread.
+        gc.collect()
+        _return_free_memory()
+        return True

@@ -56,8 +56,9 @@ def score_and_record(
     per round of small requests, so they share one commit; large requests call it in a worker
     thread."""
     answers = score_leads(model, leads)
+    rows = answer_rows(answers, datetime.now(UTC), model.version)
     started = time.perf_counter()
-    service.prediction_log.record(answer_rows(answers, datetime.now(UTC), model.version))
+    service.prediction_log.record(rows)
     service.metrics.log_wait.observe(time.perf_counter() - started)
     return answers
 
