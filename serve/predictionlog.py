@@ -421,28 +421,31 @@ def _unspilled(line: bytes) -> PredictionRow:
 
 
 class PredictionLog:
-    """Prediction records written by a background thread, durable before they are answered;
-    outcomes written directly.
+    """Predictions made durable before they are answered; outcomes written directly.
 
-    The guarantee. `append` queues records and returns a ticket (a `concurrent.futures.Future`)
-    that completes when every one of them is durable: committed to the store, or, when the store
+    The guarantee: a row is durable once it is committed to the store or, while the store
     fails, appended to a spill file in `spill_dir` (flushed to the operating system, so it
-    survives the process being killed; not fsynced, so not a power cut). The API answers only
-    after its ticket completes, so an answered prediction is never lost when the process dies.
-    A ticket fails with `PredictionsNotRecorded` when its records could be neither stored nor
-    spilled (or did not fit in the queue): the API then answers 503 instead.
+    survives the process being killed; not fsynced, so not a power cut). Two ways in:
 
-    Group commit: the writer takes everything queued at once (up to `batch_size` records) and
-    commits it in one transaction, so concurrent requests share a commit. `flush_seconds`
-    makes it wait for a batch to fill (0, the default, never waits).
+    - `record(rows)` makes them durable in the calling thread and raises
+      `PredictionsNotRecorded` when neither the store nor the spill file takes them. The API
+      calls it once per round of requests scored together, before answering any of them: the
+      round shares one commit (group commit), and an answered prediction is never lost when the
+      process dies; when it raises, the API answers 503 instead.
+    - `append(records)` queues them for the background writer and returns a ticket (a
+      `concurrent.futures.Future`) that completes when they are durable, or fails with
+      `PredictionsNotRecorded` (also when they do not fit in the queue). The writer commits
+      everything queued at once (up to `batch_size` records); `flush_seconds` makes it wait for
+      a batch to fill (0, the default, never waits).
 
-    A failing store: the batch goes to the spill file, `degraded` turns true, and the store is
-    tried again after a backoff (0.5 s doubling to 30 s; batches meanwhile go straight to the
-    spill). Once the store takes a batch again, the spill files in `spill_dir` (this process's
-    and any left by a process that died) are replayed into it, a chunk at a time between new
-    batches, and deleted. A process that dies while replaying leaves its file to be replayed
-    again: rows can then be stored twice, never lost. Each spill file is locked (flock) by the
-    process writing or replaying it, so workers sharing `spill_dir` never replay the same file.
+    A failing store: the rows go to the spill file, `degraded` turns true, and the store is
+    tried again after a backoff (0.5 s doubling to 30 s; rows meanwhile go straight to the
+    spill). Once the store takes rows again, the background writer replays the spill files in
+    `spill_dir` (this process's and any left by a process that died) into it, a chunk at a time
+    between new batches, and deletes them. A process that dies while replaying leaves its file
+    to be replayed again: rows can then be stored twice, never lost. Each spill file is locked
+    (flock) by the process writing or replaying it, so workers sharing `spill_dir` never replay
+    the same file. Without a `spill_dir` there is no spill: rows the store refuses fail.
 
     Counts: `written` (stored on first try), `spilled`, `replayed`, `failed` (invalid records,
     rows neither stored nor spilled, unreadable spill lines), `dropped` (queue full or closed).

@@ -190,3 +190,30 @@ def test_the_writer_never_waits_to_fill_a_batch_by_default(tmp_path: Path) -> No
     log.close()
     assert per_row < 0.02, f"{per_row * 1e3:.1f} ms per one-row commit"
     assert log.written == 51
+
+
+def test_record_commits_in_the_calling_thread_or_spills_after_a_short_wait(
+    tmp_path: Path,
+) -> None:
+    database, spill = tmp_path / "predictions.db", tmp_path / "spill"
+    log = PredictionLog(f"sqlite:///{database}", spill_dir=spill)
+    log.start()
+    log.record(rows(0, 5))
+    assert stored_ids(database) == [str(i) for i in range(5)]  # committed before it returned
+    with locked(database):
+        started = time.monotonic()
+        log.record(rows(5, 5))  # the request path waits 100 ms for a locked store, not 1 s
+        assert time.monotonic() - started < 0.8
+        assert log.spilled == 5 and log.degraded is not None
+    wait_until(lambda: log.replayed == 5)
+    log.close()
+    assert sorted(stored_ids(database), key=int) == [str(i) for i in range(10)]
+
+
+def test_record_raises_when_neither_store_nor_spill_takes_the_rows(tmp_path: Path) -> None:
+    database = tmp_path / "predictions.db"
+    log = PredictionLog(f"sqlite:///{database}")  # no spill folder
+    with locked(database), pytest.raises(PredictionsNotRecorded, match="cannot be recorded"):
+        log.record(rows(0, 2))
+    assert log.failed == 2
+    log.close()
