@@ -429,14 +429,16 @@ class PredictionLog:
 
     - `record(rows)` makes them durable in the calling thread and raises
       `PredictionsNotRecorded` when neither the store nor the spill file takes them. The API
-      calls it once per round of requests scored together, before answering any of them: the
-      round shares one commit (group commit), and an answered prediction is never lost when the
-      process dies; when it raises, the API answers 503 instead.
+      calls it once per round of requests scored together, before answering any of them, when
+      the store is a SQLite file (`local`): the round shares one commit (group commit), and an
+      answered prediction is never lost when the process dies; when it raises, the API answers
+      503 instead.
     - `append(records)` queues them for the background writer and returns a ticket (a
       `concurrent.futures.Future`) that completes when they are durable, or fails with
       `PredictionsNotRecorded` (also when they do not fit in the queue). The writer commits
       everything queued at once (up to `batch_size` records); `flush_seconds` makes it wait for
-      a batch to fill (0, the default, never waits).
+      a batch to fill (0, the default, never waits). The API waits for such a ticket when the
+      store is across the network: a store that hangs then holds answers, not the event loop.
 
     A failing store: the rows go to the spill file, `degraded` turns true, and the store is
     tried again after a backoff (0.5 s doubling to 30 s; rows meanwhile go straight to the
@@ -477,6 +479,7 @@ class PredictionLog:
         self.failed = 0
         self.dropped = 0
         self._on_rows = on_rows
+        self._local = make_url(url).get_backend_name() == "sqlite"
         self._engine = _engine(url)
         # `record` waits less for a locked SQLite file: it has an answer to send.
         self._record_engine = (
@@ -516,6 +519,13 @@ class PredictionLog:
     def pending(self) -> int:
         """Records queued and not yet taken by the writer (for a queue-depth gauge)."""
         return self._pending_rows
+
+    @property
+    def local(self) -> bool:
+        """A SQLite file: `record` suits an event loop (a round's commit takes a fraction of a
+        millisecond, a lock is waited for 100 ms at most). A database across the network is
+        better written through `append`, by the writer thread."""
+        return self._local
 
     @property
     def degraded(self) -> str | None:

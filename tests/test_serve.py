@@ -610,3 +610,29 @@ def test_predictions_that_can_be_neither_stored_nor_spilled_are_not_answered(
         assert 'leadscore_prediction_log_rows_total{outcome="failed"} 1.0' in (
             test_client.get("/metrics").text
         )
+
+
+def test_answers_are_recorded_before_they_are_sent_to_a_postgresql_store(
+    store: tuple[Path, SimulatedFunnel, TrainingRun], postgres_url: str
+) -> None:
+    """A store across the network is written by the log's thread while the loop serves on; the
+    answers still wait for their rows."""
+    workdir, funnel, _ = store
+    app = create_app(settings(workdir, prediction_log_url=postgres_url))
+    leads = [lead_payload(funnel, position) for position in range(8)]
+    with TestClient(app) as test_client:
+        _wait_ready(test_client)
+        log = app.state.service.prediction_log
+        assert not log.local
+        single = test_client.post("/predict", json=leads[0])
+        assert single.status_code == 200
+        assert log.read_predictions()["lead_id"].tolist() == [leads[0]["lead_id"]]  # no flush
+        batch = test_client.post("/predict", json={"leads": leads[1:]})
+        assert batch.status_code == 200
+        stored = log.read_predictions()
+        assert sorted(stored["lead_id"]) == sorted(str(lead["lead_id"]) for lead in leads)
+        answered = {a["lead_id"]: a["probability"] for a in batch.json()["predictions"]}
+        for lead_id, probability in zip(
+            stored["lead_id"][1:], stored["probability"][1:], strict=True
+        ):
+            assert probability == answered[lead_id]

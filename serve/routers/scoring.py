@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import math
@@ -51,16 +52,33 @@ def score_leads(model: LoadedModel, leads: Sequence[LeadIn]) -> list[dict[str, A
 def score_and_record(
     service: Service, model: LoadedModel, leads: Sequence[LeadIn]
 ) -> list[dict[str, Any]]:
-    """Score, then record the answers (committed, or spilled while the store fails) before any
-    is sent: `PredictionsNotRecorded` when they cannot be. The micro-batcher calls this once
-    per round of small requests, so they share one commit; large requests call it in a worker
-    thread."""
+    """Score, then, with a local store, record the answers (committed, or spilled while the
+    store fails) before any is sent: `PredictionsNotRecorded` when they cannot be. The
+    micro-batcher calls this once per round of small requests, so they share one commit; large
+    requests call it in a worker thread. A store across the network is written by the log's
+    own thread instead (`_record_remotely`): a store that hangs must hold answers, not the
+    event loop."""
     answers = score_leads(model, leads)
-    rows = answer_rows(answers, datetime.now(UTC), model.version)
-    started = time.perf_counter()
-    service.prediction_log.record(rows)
-    service.metrics.log_wait.observe(time.perf_counter() - started)
+    log = service.prediction_log
+    if log.local:
+        rows = answer_rows(answers, datetime.now(UTC), model.version)
+        started = time.perf_counter()
+        log.record(rows)
+        service.metrics.log_wait.observe(time.perf_counter() - started)
     return answers
+
+
+async def _record_remotely(
+    service: Service, model: LoadedModel, answers: list[dict[str, Any]]
+) -> None:
+    """The answers recorded by the log's writer thread, waited for without holding the loop;
+    concurrent requests share its commits."""
+    log = service.prediction_log
+    if log.local:
+        return
+    recorded = log.append(answer_rows(answers, datetime.now(UTC), model.version))
+    with service.metrics.log_wait.time():
+        await asyncio.wrap_future(recorded)
 
 
 def _is_number(value: object) -> bool:
@@ -209,6 +227,7 @@ async def predict(
             answers = await service.batcher(model, leads)
         else:
             answers = await run_in_threadpool(score_and_record, service, model, leads)
+        await _record_remotely(service, model, answers)
     except LeadsUnscorable as exc:  # a merged round is re-scored request by request: ours
         path: list[Any] = (
             ["body", "leads", exc.positions[0]] if isinstance(body, BatchIn) else ["body"]
