@@ -479,17 +479,19 @@ class PredictionLog:
         self.failed = 0
         self.dropped = 0
         self._on_rows = on_rows
-        self._local = make_url(url).get_backend_name() == "sqlite"
+        parsed = make_url(url)
+        in_memory = _is_memory_sqlite(parsed)
+        self._local = parsed.get_backend_name() == "sqlite"
         self._engine = _engine(url)
         # `record` waits less for a locked SQLite file: it has an answer to send.
         self._record_engine = (
-            self._engine
-            if _is_memory_sqlite(make_url(url)) or make_url(url).get_backend_name() != "sqlite"
-            else _engine(url, busy_timeout_ms=_RECORD_BUSY_TIMEOUT_MS)
+            _engine(url, busy_timeout_ms=_RECORD_BUSY_TIMEOUT_MS)
+            if self._local and not in_memory
+            else self._engine
         )
         # An in-memory SQLite database is one shared connection: use it one thread at a time.
         self._db_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if _is_memory_sqlite(make_url(url)) else contextlib.nullcontext()
+            threading.Lock() if in_memory else contextlib.nullcontext()
         )
         self._pending: deque[_Appended] = deque()
         self._pending_rows = 0
@@ -661,9 +663,7 @@ class PredictionLog:
             with self._state:
                 if self._store_failures and self._spill is not None and self._store_due():
                     # Idle and backed off long enough: the store is tried by replaying the spill.
-                    self._spill.close()
-                    self._spill = None
-                    self._replay_due = True
+                    self._close_spill()
             # Between batches: a chunk of a spill file, when the store is taking rows again.
             if self._replay_due and self._store_due():
                 self._replay_chunk()
@@ -797,13 +797,18 @@ class PredictionLog:
             if self._store_failures:
                 logger.info("prediction log: the store takes rows again")
             self._store_failures = 0
-            if self._spill is not None:  # the episode is over: its file is replayed next
-                self._spill.close()
-                self._spill = None
-                self._replay_due = True
+            if self._spill is not None:  # the episode is over
+                self._close_spill()
         if self._replay_due:
             self._wake_writer()  # to replay
         return True
+
+    def _close_spill(self) -> None:
+        """Close this process's spill file (its lock goes): the writer replays it next."""
+        assert self._spill is not None
+        self._spill.close()
+        self._spill = None
+        self._replay_due = True
 
     def _wake_writer(self) -> None:
         """Make the writer look again at what to do when idle (retry, replay)."""
@@ -813,42 +818,35 @@ class PredictionLog:
 
     def _store_failed(self, error: Exception) -> None:
         with self._state:
-            self._note_store_failure(error)
+            self._store_failures += 1
+            self._store_error = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            backoff = min(
+                _FIRST_BACKOFF_SECONDS * 2 ** (self._store_failures - 1), _MAX_BACKOFF_SECONDS
+            )
+            self._next_store_try = time.monotonic() + backoff
+            log = logger.warning if self._store_failures == 1 else logger.debug
+            log(
+                "prediction log: the store fails (%s); spilling to %s, next try in %.1f s",
+                self._store_error,
+                self.spill_dir,
+                backoff,
+            )
         self._wake_writer()  # to retry after the backoff
-
-    def _note_store_failure(self, error: Exception) -> None:
-        self._store_failures += 1
-        self._store_error = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-        backoff = min(
-            _FIRST_BACKOFF_SECONDS * 2 ** (self._store_failures - 1), _MAX_BACKOFF_SECONDS
-        )
-        self._next_store_try = time.monotonic() + backoff
-        log = logger.warning if self._store_failures == 1 else logger.debug
-        log(
-            "prediction log: the store fails (%s); spilling to %s, next try in %.1f s",
-            self._store_error,
-            self.spill_dir,
-            backoff,
-        )
 
     def _spill_rows(self, rows: Sequence[PredictionRow]) -> bool:
         """Append rows to this process's spill file; False when there is none or it fails."""
         if self.spill_dir is None:
             return False
-        with self._state:
-            return self._spill_locked(rows)
-
-    def _spill_locked(self, rows: Sequence[PredictionRow]) -> bool:
-        assert self.spill_dir is not None
         try:
-            if self._spill is None:
-                self.spill_dir.mkdir(parents=True, exist_ok=True)
-                name = f"spill-{os.getpid()}-{time.time_ns()}.jsonl"
-                handle = open(self.spill_dir / name, "ab")  # noqa: SIM115 (kept open)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                self._spill = handle
-            self._spill.write(b"".join(_spill_line(row) for row in rows))
-            self._spill.flush()  # to the operating system: survives the process being killed
+            with self._state:
+                if self._spill is None:
+                    self.spill_dir.mkdir(parents=True, exist_ok=True)
+                    name = f"spill-{os.getpid()}-{time.time_ns()}.jsonl"
+                    handle = open(self.spill_dir / name, "ab")  # noqa: SIM115 (kept open)
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    self._spill = handle
+                self._spill.write(b"".join(_spill_line(row) for row in rows))
+                self._spill.flush()  # to the operating system: survives the process's death
         except OSError:
             logger.exception("prediction log: could not spill %d rows", len(rows))
             return False

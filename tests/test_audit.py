@@ -99,14 +99,23 @@ def test_an_unreachable_advisory_database_is_reported_and_fails(
     assert "No known vulnerabilities" not in done.stdout + done.stderr
 
 
-def test_findings_are_listed_and_fail(requirements: Path, caplog: pytest.LogCaptureFixture) -> None:
-    server = osv_server({"requests": [ADVISORY]})
+def audit_against(
+    advisories: dict[str, list[dict[str, object]]],
+    requirements: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> int:
+    """`audit` with the OSV service at a local server that knows `advisories`."""
+    server = osv_server(advisories)
     url = f"http://127.0.0.1:{server.server_port}/v1/query"
     try:
         with caplog.at_level(logging.INFO, logger="pipelines.audit"):
-            code = audit(requirements, "osv", url, timeout=5)
+            return audit(requirements, "osv", url, timeout=5)
     finally:
         server.shutdown()
+
+
+def test_findings_are_listed_and_fail(requirements: Path, caplog: pytest.LogCaptureFixture) -> None:
+    code = audit_against({"requests": [ADVISORY]}, requirements, caplog)
     assert code == FINDINGS
     assert "vulnerable: requests 2.31.0: GHSA-9wx4-h78v-vm56 (fixed in 2.32.0)" in caplog.messages
     assert caplog.messages[-1].startswith("audit: 2 of 2 pinned packages audited")
@@ -116,13 +125,7 @@ def test_findings_are_listed_and_fail(requirements: Path, caplog: pytest.LogCapt
 def test_a_clean_audit_says_how_many_packages_it_audited(
     requirements: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = osv_server({})
-    url = f"http://127.0.0.1:{server.server_port}/v1/query"
-    try:
-        with caplog.at_level(logging.INFO, logger="pipelines.audit"):
-            code = audit(requirements, "osv", url, timeout=5)
-    finally:
-        server.shutdown()
+    code = audit_against({}, requirements, caplog)
     assert code == 0
     assert caplog.messages == [
         "audit: 2 of 2 pinned packages audited against the OSV advisory database: "

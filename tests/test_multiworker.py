@@ -148,7 +148,14 @@ def test_two_workers_count_every_request_once(
             assert rounds < 20, predict_requests_by_worker(metrics_dir)
             one_round(rounds)
             rounds += 1
-        by_worker = predict_requests_by_worker(metrics_dir)
+        # A request is counted just after its answer is sent: wait until the last ones are.
+        answered = sum(statuses.values())
+
+        def settled() -> dict[int, float] | None:
+            counted = predict_requests_by_worker(metrics_dir)
+            return counted if sum(counted.values()) == answered else None
+
+        by_worker = wait_until("the workers never counted every answer", settled, server)
         assert set(by_worker) == set(pids) and min(by_worker.values()) > 0, by_worker
         assert set(statuses) == {200, 422}, statuses
         assert statuses[200] == 11 * rounds and statuses[422] == rounds
