@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -335,6 +336,17 @@ def _is_memory_sqlite(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+def _sqlite_pragmas(busy_timeout_ms: int) -> tuple[str, ...]:
+    """Every connection to a SQLite store. WAL: readers and the one writer do not block each
+    other; NORMAL sync is safe in WAL (a power cut may lose the last batches, never corrupt the
+    file)."""
+    return (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
+    )
+
+
 def _engine(url: str, busy_timeout_ms: int = _BUSY_TIMEOUT_MS) -> Engine:
     parsed = make_url(url)
     if _is_memory_sqlite(parsed):
@@ -346,13 +358,10 @@ def _engine(url: str, busy_timeout_ms: int = _BUSY_TIMEOUT_MS) -> Engine:
     if parsed.get_backend_name() == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+        def _set_pragmas(connection: Any, _record: Any) -> None:
             cursor = connection.cursor()
-            # WAL: readers and the one writer do not block each other; NORMAL sync is safe in WAL
-            # (a power cut may lose the last batches, never corrupt the file).
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+            for pragma in _sqlite_pragmas(busy_timeout_ms):
+                cursor.execute(pragma)
             cursor.close()
 
     return engine
@@ -375,6 +384,12 @@ def _insert_predictions(connection: sa.Connection, rows: Sequence[PredictionRow]
     if connection.dialect.name != "sqlite":
         connection.execute(predictions_table.insert(), [row._asdict() for row in rows])
         return
+    for statement, values in _sqlite_inserts(rows):
+        connection.exec_driver_sql(statement, values)
+
+
+def _sqlite_inserts(rows: Sequence[PredictionRow]) -> Iterator[tuple[str, tuple[object, ...]]]:
+    """The rows as SQLite statements of many rows each, with their parameters."""
     texts: dict[datetime, str] = {}
     for row in rows:
         for moment in (row.scored_at, row.as_of):
@@ -386,14 +401,70 @@ def _insert_predictions(connection: sa.Connection, rows: Sequence[PredictionRow]
             for row in chunk
             for value in (row[0], texts[row.scored_at], texts[row.as_of], *row[3:])
         ]
-        connection.exec_driver_sql(
-            _SQLITE_INSERT + ", ".join([_SQLITE_ROW] * len(chunk)), tuple(values)
-        )
+        yield _SQLITE_INSERT + ", ".join([_SQLITE_ROW] * len(chunk)), tuple(values)
+
+
+class _FileConnections:
+    """Plain `sqlite3` connections to a SQLite file, one per thread that records: `record`
+    commits on the request path, where an SQLAlchemy transaction (pool check-out, events,
+    reset on return) costs more than SQLite's own insert and commit."""
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._mine = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[sqlite3.Connection] = set()
+
+    def insert(self, rows: Sequence[PredictionRow]) -> None:
+        """Insert rows in one transaction; raises what SQLite raises (the connection is then
+        dropped: the next call opens a new one)."""
+        connection = self._connection()
+        try:
+            with connection:  # commits, or rolls back on an error
+                for statement, values in _sqlite_inserts(rows):
+                    connection.execute(statement, values)
+        except Exception:
+            self._drop(connection)
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._mine, "connection", None)
+        if connection is None:
+            # Used by this thread only; closed by `close` from another.
+            connection = sqlite3.connect(self._path, check_same_thread=False)
+            try:
+                for pragma in _sqlite_pragmas(self._busy_timeout_ms):
+                    connection.execute(pragma)
+            except Exception:
+                connection.close()
+                raise
+            self._mine.connection = connection
+            with self._lock:
+                self._open.add(connection)
+        return connection
+
+    def _drop(self, connection: sqlite3.Connection) -> None:
+        self._mine.connection = None
+        with self._lock:
+            self._open.discard(connection)
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, set()
+        for connection in connections:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+_Insert = Callable[[Sequence[PredictionRow]], None]
 
 
 class PredictionsNotRecorded(RuntimeError):
@@ -484,10 +555,10 @@ class PredictionLog:
         self._local = parsed.get_backend_name() == "sqlite"
         self._engine = _engine(url)
         # `record` waits less for a locked SQLite file: it has an answer to send.
-        self._record_engine = (
-            _engine(url, busy_timeout_ms=_RECORD_BUSY_TIMEOUT_MS)
-            if self._local and not in_memory
-            else self._engine
+        self._record_connections = (
+            _FileConnections(parsed.database, _RECORD_BUSY_TIMEOUT_MS)
+            if self._local and not in_memory and parsed.database and not parsed.query
+            else None
         )
         # An in-memory SQLite database is one shared connection: use it one thread at a time.
         self._db_lock: contextlib.AbstractContextManager[Any] = (
@@ -639,6 +710,8 @@ class PredictionLog:
             if handle is not None:
                 handle.close()  # releases the lock: the file waits for the next replay
         self._spill = self._replay = None
+        if self._record_connections is not None:
+            self._record_connections.close()
         self._engine.dispose()
         logger.info(
             "prediction log closed: %d dropped, %d failed, %d written, %d spilled, %d replayed",
@@ -711,7 +784,7 @@ class PredictionLog:
     def _write(self, batch: list[_Appended]) -> None:
         """Make one batch durable (store, else spill) and complete its tickets."""
         rows = self._storable([record for appended in batch for record in appended.records])
-        outcome = self._make_durable(rows, self._engine) if rows else "written"
+        outcome = self._make_durable(rows, self._insert_with_engine) if rows else "written"
         with self._condition:
             self._processed += sum(len(appended.records) for appended in batch)
             self._condition.notify_all()
@@ -755,7 +828,9 @@ class PredictionLog:
         locked SQLite file is waited for 100 ms at most; replays and retries stay in the
         background writer."""
         rows = self._storable(records)
-        if rows and self._make_durable(rows, self._record_engine) == "failed":
+        connections = self._record_connections
+        insert = self._insert_with_engine if connections is None else connections.insert
+        if rows and self._make_durable(rows, insert) == "failed":
             raise self._not_recorded()
 
     def _not_recorded(self) -> PredictionsNotRecorded:
@@ -764,10 +839,10 @@ class PredictionLog:
             "the spill file"
         )
 
-    def _make_durable(self, rows: Sequence[PredictionRow], engine: Engine) -> str:
+    def _make_durable(self, rows: Sequence[PredictionRow], insert: _Insert) -> str:
         """Store rows (when the store is not backing off), else spill them; counted. What
         became of them: "written", "spilled" or "failed"."""
-        if self._store_due() and self._insert(rows, engine):
+        if self._store_due() and self._insert(rows, insert):
             outcome = "written"
         else:
             outcome = "spilled" if self._spill_rows(rows) else "failed"
@@ -785,11 +860,15 @@ class PredictionLog:
         """The store is healthy, or failing and backed off long enough to be tried again."""
         return not self._store_failures or time.monotonic() >= self._next_store_try
 
-    def _insert(self, rows: Sequence[PredictionRow], engine: Engine) -> bool:
-        """Insert rows in one transaction; False (and the backoff set) when the store fails."""
+    def _insert_with_engine(self, rows: Sequence[PredictionRow]) -> None:
+        with self._db_lock, self._engine.begin() as connection:
+            _insert_predictions(connection, rows)
+
+    def _insert(self, rows: Sequence[PredictionRow], insert: _Insert) -> bool:
+        """Insert rows in one transaction (`insert`); False (and the backoff set) when the store
+        fails."""
         try:
-            with self._db_lock, engine.begin() as connection:
-                _insert_predictions(connection, rows)
+            insert(rows)
         except Exception as error:  # whatever the database says, the caller lives on
             self._store_failed(error)
             return False
@@ -893,7 +972,7 @@ class PredictionLog:
                 unreadable += 1
             if len(rows) >= _REPLAY_CHUNK:
                 break
-        if rows and not self._insert(rows, self._engine):
+        if rows and not self._insert(rows, self._insert_with_engine):
             handle.seek(start)  # the same rows again on the next try
             return
         if unreadable:
