@@ -42,17 +42,25 @@ class Service:
         return self.log
 
 
-async def get_service(request: Request) -> Service:
+def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
+async def get_service(request: Request) -> Service:
+    return _service(request)
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
 
+# The dependencies below read the service off the request rather than depending on
+# `get_service`: FastAPI solves every dependency of a dependency on each request, cached or not,
+# at tens of microseconds each, which a single-lead /predict notices.
 
-async def serving_model(service: ServiceDep) -> LoadedModel:
+
+async def serving_model(request: Request) -> LoadedModel:
     """The model being served; 503 until the first one has loaded."""
-    model = service.holder.current
+    model = _service(request).holder.current
     if model is None:
         raise HTTPException(status_code=503, detail="no model loaded yet")
     return model
@@ -77,25 +85,26 @@ def _check_key(expected: SecretStr | None, given: str | None) -> None:
 
 
 async def require_api_key(
-    service: ServiceDep, key: Annotated[str | None, Security(api_key_header)]
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
     """The API key, when one is set (constant-time comparison)."""
-    _check_key(service.settings.api_key, key)
+    _check_key(_service(request).settings.api_key, key)
 
 
 async def require_metrics_access(
-    service: ServiceDep, key: Annotated[str | None, Security(api_key_header)]
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
     """The API key for /metrics too, unless `metrics_public` opens it."""
-    if not service.settings.metrics_public:
-        _check_key(service.settings.api_key, key)
+    settings = _service(request).settings
+    if not settings.metrics_public:
+        _check_key(settings.api_key, key)
 
 
 async def require_admin_key(
-    service: ServiceDep, key: Annotated[str | None, Security(api_key_header)]
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
     """The admin key (or the API key when no admin key is set)."""
-    settings = service.settings
+    settings = _service(request).settings
     _check_key(settings.admin_key or settings.api_key, key)
 
 

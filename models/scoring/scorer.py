@@ -79,7 +79,12 @@ class ScoredBatch:
     def records(self) -> list[dict[str, Any]]:
         """One dict per row, Python values (cheaper than a frame's to_dict); `as_of` as a
         pandas Timestamp."""
-        moments = [pd.Timestamp(ns, tz="UTC") for ns in np.asarray(self.columns[AS_OF]).tolist()]
+        # One Timestamp per distinct moment: a request's leads mostly share theirs.
+        made: dict[int, pd.Timestamp] = {}
+        moments = [
+            made[ns] if ns in made else made.setdefault(ns, pd.Timestamp(ns, tz="UTC"))
+            for ns in np.asarray(self.columns[AS_OF]).tolist()
+        ]
         columns = {**self.columns, AS_OF: moments}
         names = list(columns)
         rows = zip(
@@ -115,6 +120,13 @@ class LeadScorer:
     @cached_property
     def reason_writer(self) -> ReasonWriter:
         return ReasonWriter(self.feature_names, self.features, top_k=3)
+
+    @cached_property
+    def _monitored_columns(self) -> tuple[list[str], list[int]]:
+        """The monitored features (for the prediction log) and their feature columns."""
+        names = list(self.metadata.get("monitored_features", []))
+        position = {name: i for i, name in enumerate(self.feature_names)}
+        return names, [position[name] for name in names]
 
     # --- the kernel's model side ---
 
@@ -161,8 +173,8 @@ class LeadScorer:
         }
         monitored = None
         if with_monitored:
-            names = list(self.metadata.get("monitored_features", []))
-            picked = matrix.values[:, [matrix.position[n] for n in names]].tolist()
+            names, positions = self._monitored_columns
+            picked = matrix.values[:, positions].tolist()
             monitored = [dict(zip(names, row, strict=True)) for row in picked]
         return ScoredBatch(columns, monitored)
 
