@@ -24,7 +24,14 @@ from features.batch import LeadsUnscorable
 from features.vocabulary import CREATED_AT
 from models.scoring.scorer import lead_columns_needed
 from serve.body import BATCH_KEY, TooManyLeads, read_body
-from serve.dependencies import ModelDep, Service, ServiceDep, error_responses, require_api_key
+from serve.dependencies import (
+    ModelDep,
+    Service,
+    ServiceDep,
+    error_responses,
+    require_api_key,
+    serving_model,
+)
 from serve.metrics import BUSY_RETRY_AFTER_SECONDS as RETRY_AFTER_SECONDS
 from serve.predictionlog import PredictionsNotRecorded, answer_rows
 from serve.schemas import BatchIn, LeadIn, ModelInfo, PredictBody, PredictResponse
@@ -210,12 +217,15 @@ async def _predict_body(request: Request, service: Service) -> LeadIn | BatchIn:
         "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
     },
 )
-async def predict(request: Request, model: ModelDep, service: ServiceDep) -> Response:
+async def predict(request: Request, service: ServiceDep) -> Response:
     """Score one lead, or a batch under `leads`. Answers the calibrated probability of
     converting within the model's horizon, MQL and tier, the rule-based points, and the
     top reasons for and against."""
     # Read here rather than as a dependency: each dependency costs FastAPI tens of microseconds.
+    # The body comes first, so that one too large or too slow is refused (413, 408) whether a
+    # model has loaded yet or not.
     body = await _predict_body(request, service)
+    model = await serving_model(request)
     leads = body.leads if isinstance(body, BatchIn) else [body]
     _check_leads(body, leads, model, service.settings.max_events_per_lead)
     # Answered only once recorded (see score_and_record).
