@@ -19,6 +19,7 @@ kernel, calibration, policy and reasons:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,8 +31,8 @@ import numpy as np
 from models.scoring.treecontrib import ContributionTables, build_tables
 
 LearnerKind = Literal["lightgbm", "logistic", "blend"]
-# Rows binned at once by the logistic model.
-_DESIGN_ROWS = 16_384
+# Rows binned at once by the logistic model: its (rows, all cuts) temporaries then stay small.
+_DESIGN_ROWS = 1_024
 # Rows `importance` reads at most: enough to rank features.
 _IMPORTANCE_ROWS = 2_000
 _BOOSTER_FILE = "booster.txt"
@@ -103,34 +104,52 @@ class FeatureBins:
 
 
 @dataclass(frozen=True)
-class _BinLayout:
-    """The bins of all features as flat arrays, for binning every feature of a batch at once."""
+class _RankLayout:
+    """Every feature's bin from one comparison of a row with all features' cuts at once.
 
-    numeric: np.ndarray  # feature positions
-    edges: np.ndarray  # every numeric feature's edges, feature after feature
-    edge_feature: np.ndarray  # per edge: its feature's index within `numeric`
-    edge_starts: np.ndarray  # where each feature with edges starts in `edges`
-    with_edges: np.ndarray  # indices within `numeric` of the features with edges
-    missing_bin: np.ndarray  # per numeric feature: its missing bin
-    categorical: np.ndarray  # feature positions
-    levels: np.ndarray  # per categorical feature: its number of levels (= its missing bin)
+    A value's *rank* on a feature is how many of the feature's cuts are at or below it. The
+    first cut is -inf, so only NaN has rank 0 (its missing bin); a numeric feature's other cuts
+    are its edges (rank 1 + bin), a category's are 0, 1, .., levels (rank 2 + code, or 1 or
+    levels + 2 outside the codes). One more column, the bias, has the single cut NaN: rank 0.
+    Ranks index flat tables, each column's ranks from its `rank_offset` on.
+    """
+
+    cut_column: np.ndarray  # column of the values of each cut, column after column
+    cuts: np.ndarray
+    starts: np.ndarray  # first cut of each column
+    rank_offset: np.ndarray  # per column (features, then the bias): the table index of rank 0
+    rank_feature: np.ndarray  # per table index: its feature (the bias: n_features)
+    rank_bin: np.ndarray  # per table index: the bin (the bias: 0)
 
     @classmethod
-    def of(cls, bins: list[FeatureBins]) -> _BinLayout:
-        numeric = [j for j, b in enumerate(bins) if b.levels is None]
-        categorical = [j for j, b in enumerate(bins) if b.levels is not None]
-        sizes = [len(bins[j].edges) for j in numeric]
-        with_edges = [i for i, size in enumerate(sizes) if size]
+    def of(cls, bins: list[FeatureBins]) -> _RankLayout:
+        cuts: list[np.ndarray] = []
+        rank_bins: list[np.ndarray] = []
+        for b in bins:
+            if b.levels is None:
+                # NaN: the missing bin, after the value bins.
+                cuts.append(np.array([-math.inf, *b.edges], dtype=np.float64))
+                rank_bins.append(np.array([len(b.edges) + 1, *range(len(b.edges) + 1)]))
+            else:
+                # NaN, below 0 and from `levels` up: the missing bin, `levels`.
+                cuts.append(np.array([-math.inf, *range(b.levels + 1)], dtype=np.float64))
+                rank_bins.append(np.array([b.levels, b.levels, *range(b.levels), b.levels]))
+        cuts.append(np.array([math.nan]))
+        rank_bins.append(np.zeros(2, dtype=np.intp))
+        counts = [len(c) for c in cuts]
+        ranks = [len(b) for b in rank_bins]  # a column's ranks: 0 .. its cuts
         return cls(
-            numeric=np.array(numeric, dtype=np.intp),
-            edges=np.array([e for j in numeric for e in bins[j].edges], dtype=np.float64),
-            edge_feature=np.repeat(np.arange(len(numeric), dtype=np.intp), sizes),
-            edge_starts=np.cumsum([0, *[sizes[i] for i in with_edges]])[:-1].astype(np.intp),
-            with_edges=np.array(with_edges, dtype=np.intp),
-            missing_bin=np.array([size + 1 for size in sizes], dtype=np.intp),
-            categorical=np.array(categorical, dtype=np.intp),
-            levels=np.array([bins[j].levels for j in categorical], dtype=np.float64),
+            cut_column=np.repeat(np.array([*range(len(bins)), 0], dtype=np.intp), counts),
+            cuts=np.concatenate(cuts),
+            starts=_offsets(counts),
+            rank_offset=_offsets(ranks),
+            rank_feature=np.repeat(np.arange(len(cuts), dtype=np.intp), ranks),
+            rank_bin=np.concatenate(rank_bins).astype(np.intp),
         )
+
+
+def _offsets(sizes: list[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
 
 
 @dataclass
@@ -149,43 +168,63 @@ class LinearLearner:
         return np.concatenate([[0], np.cumsum([b.count for b in self.bins])[:-1]]).astype(np.intp)
 
     @cached_property
-    def _layout(self) -> _BinLayout:
-        return _BinLayout.of(self.bins)
+    def _layout(self) -> _RankLayout:
+        return _RankLayout.of(self.bins)
+
+    @cached_property
+    def _position_of_rank(self) -> np.ndarray:
+        """Per rank table index: the position in `weights` of its feature's bin."""
+        layout = self._layout
+        with_bias = np.append(self.offsets, 0)
+        position: np.ndarray = with_bias[layout.rank_feature] + layout.rank_bin
+        return position
+
+    @cached_property
+    def _term_of_rank(self) -> np.ndarray:
+        term: np.ndarray = self.weights[self._position_of_rank]
+        return term
+
+    @cached_property
+    def _contribution_of_rank(self) -> np.ndarray:
+        """Per rank table index: its term less its feature's centre; the bias's: the bias."""
+        layout = self._layout
+        bias = self.intercept + float(self.centres.sum())
+        centred: np.ndarray = self._term_of_rank - np.append(self.centres, 0.0)[layout.rank_feature]
+        centred[layout.rank_offset[-1] :] = bias
+        return centred
+
+    def _rank_index(self, values: np.ndarray) -> np.ndarray:
+        """Each row's rank per column (features, then the bias) as an index into the rank
+        tables: (rows, features + 1)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(self.bins):
+            raise ValueError(f"expected {len(self.bins)} columns, got shape {values.shape}")
+        layout = self._layout
+        index = np.empty((len(values), len(layout.starts)), dtype=np.intp)
+        # In blocks of rows: the (rows, all cuts) comparison stays small.
+        for start in range(0, len(values), _DESIGN_ROWS):
+            block = values[start : start + _DESIGN_ROWS]
+            at_or_below = block.take(layout.cut_column, axis=1) >= layout.cuts
+            np.add.reduceat(
+                at_or_below,
+                layout.starts,
+                axis=1,
+                dtype=np.intp,
+                out=index[start : start + len(block)],
+            )
+        index += layout.rank_offset
+        return index
 
     def design(self, values: np.ndarray) -> np.ndarray:
         """Each row's bin per feature, as positions in `weights`: (rows, features). A number's
         bin is how many of its feature's edges are at or below it; missing is the last bin, and
         so is a category code outside the training levels."""
-        values = np.asarray(values, dtype=np.float64)
-        if values.ndim != 2 or values.shape[1] != len(self.bins):
-            raise ValueError(f"expected {len(self.bins)} columns, got shape {values.shape}")
-        out = np.empty(values.shape, dtype=np.intp)
-        # In blocks of rows: the (rows, all edges) comparison stays small.
-        for start in range(0, len(values), _DESIGN_ROWS):
-            block = slice(start, start + _DESIGN_ROWS)
-            out[block] = self._bins_of(values[block])
-        out += self.offsets
-        return out
-
-    def _bins_of(self, values: np.ndarray) -> np.ndarray:
-        layout = self._layout
-        out = np.empty(values.shape, dtype=np.intp)
-        numbers = values[:, layout.numeric]
-        # All features' edges compared at once, then counted per feature.
-        at_or_above = numbers[:, layout.edge_feature] >= layout.edges
-        counts = np.zeros(numbers.shape, dtype=np.intp)
-        if layout.edges.size:
-            counts[:, layout.with_edges] = np.add.reduceat(
-                at_or_above, layout.edge_starts, axis=1, dtype=np.intp
-            )
-        out[:, layout.numeric] = np.where(np.isnan(numbers), layout.missing_bin, counts)
-        codes = values[:, layout.categorical]
-        inside = (codes >= 0) & (codes < layout.levels)  # NaN compares False: missing
-        out[:, layout.categorical] = np.where(inside, codes, layout.levels).astype(np.intp)
-        return out
+        design: np.ndarray = self._position_of_rank.take(self._rank_index(values)[:, :-1])
+        return design
 
     def terms(self, values: np.ndarray) -> np.ndarray:
-        terms: np.ndarray = self.weights[self.design(values)]
+        """Each row's weight per feature: `weights` at `design`."""
+        terms: np.ndarray = self._term_of_rank.take(self._rank_index(values)[:, :-1])
         return terms
 
     def raw_scores(self, values: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -193,9 +232,8 @@ class LinearLearner:
         return raw
 
     def contributions(self, values: np.ndarray) -> np.ndarray:
-        terms = self.terms(values)
-        bias = self.intercept + float(self.centres.sum())
-        return np.column_stack([terms - self.centres, np.full(len(terms), bias)])
+        contributions: np.ndarray = self._contribution_of_rank.take(self._rank_index(values))
+        return contributions
 
     def importance(self, values: np.ndarray) -> np.ndarray:
         return mean_absolute_contribution(self, values)
@@ -245,7 +283,10 @@ class BlendLearner:
         return raw
 
     def contributions(self, values: np.ndarray) -> np.ndarray:
-        both: np.ndarray = (self.tree.contributions(values) + self.linear.contributions(values)) / 2
+        # In place on the fresh tree array: the same numbers as (tree + linear) / 2.
+        both = self.tree.contributions(values)
+        both += self.linear.contributions(values)
+        both /= 2
         return both
 
     def importance(self, values: np.ndarray) -> np.ndarray:

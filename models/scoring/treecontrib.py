@@ -340,32 +340,35 @@ def _build_group(leaves: list[_LeafTerms]) -> _Group:
 class ContributionTables:
     """Everything `predict` needs, built by `build_tables`; read-only after that.
 
+    A value's *rank* on a feature is how many of the feature's rank cuts are at or above it:
+    the last cut is inf, so only NaN has rank 0, and the cuts fall wherever the feature's bin
+    (see `_feature_bins`) changes, so the rank alone gives the bin. One comparison of each
+    value with its feature's cuts thus bins every feature at once (NaN, LightGBM's zeros and
+    category codes included).
+
     A *pair* is one feature of one group. Groups are ordered by width, widest first, and pairs
     by layer: first every group's first feature, then the second feature of the groups that have
-    one, and so on; so a group's table row is summed over layers with contiguous adds.
+    one, and so on; so a group's table row is summed over layers with contiguous adds. Layer 0
+    ends with a *constant pair* whose row holds 0 and the bias: the output's other columns (the
+    features no tree splits on, the bias) are read from it like any feature's, so a block of
+    rows comes out whole.
     """
 
     n_features: int
     bias: float  # expected value of the tabled trees
-    # Numeric features are binned by comparing each value with all of its feature's cuts.
-    numeric_features: np.ndarray
-    numeric_cuts: np.ndarray  # all numeric features' cuts, feature after feature
-    numeric_cut_row: np.ndarray  # row of each cut's feature among numeric_features
-    numeric_starts: np.ndarray  # first cut of each numeric feature
-    categorical_features: np.ndarray
-    categorical_limit: np.ndarray  # per categorical feature: largest category + 1
-    categorical_bins: np.ndarray  # at the feature's offset + code + 1: bin (code -1: invalid)
-    categorical_offset: np.ndarray
-    bin_offset: np.ndarray  # per feature: its first bin in one numbering of all features' bins
-    pair_feature: np.ndarray
-    pair_shift: np.ndarray  # index in `lookup` = global bin + shift
-    lookup: np.ndarray  # per pair and bin: region * stride * width (+ table offset, layer 0)
-    layer_sizes: tuple[int, ...]  # pairs per layer; the first is the number of groups
-    # Pairs in feature order: group, column in the group's table; first pair of each feature.
+    rank_cut_feature: np.ndarray  # column of x of each rank cut, feature after feature
+    rank_cuts: np.ndarray  # (cuts, 1): each feature's sorted, the last inf; the constant's NaN
+    rank_starts: np.ndarray  # first rank cut of each ranked feature
+    pair_rank_row: np.ndarray  # per pair: row of its feature among the ranked features
+    pair_start: np.ndarray  # (pairs, 1): index in `lookup` of the pair's rank 0
+    lookup: np.ndarray  # per pair and rank: region * stride * width (+ table offset, layer 0)
+    groups: int  # pairs in layer 0, the constant pair included
+    # (groups added to, their pairs) of each layer after the first.
+    layer_slices: tuple[tuple[slice, slice], ...]
+    # Per output column (features, then the bias), its pairs: group, column in its table.
     sorted_group: np.ndarray
-    sorted_column: np.ndarray
+    sorted_column: np.ndarray  # (pairs, 1)
     sorted_starts: np.ndarray
-    sorted_features: np.ndarray
     values: np.ndarray  # all tables, flat
     fallback_iterations: tuple[int, ...]  # trees left to LightGBM
     booster: lgb.Booster | None  # only for those
@@ -380,13 +383,11 @@ class ContributionTables:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} columns, got shape {x.shape}")
-        out = np.zeros((len(x), self.n_features + 1))
-        out[:, -1] = self.bias
-        if self.layer_sizes:
-            # In blocks of rows: the (pairs, rows) temporaries then stay in the CPU's cache.
-            for start in range(0, len(x), _BLOCK_ROWS):
-                block = x[start : start + _BLOCK_ROWS]
-                out[start : start + len(block), self.sorted_features] = self._tabled(block).T
+        out = np.empty((len(x), self.n_features + 1))
+        # In blocks of rows: the (pairs, rows) temporaries then stay in the CPU's cache.
+        for start in range(0, len(x), _BLOCK_ROWS):
+            block = x[start : start + _BLOCK_ROWS]
+            out[start : start + len(block)] = self._tabled(block).T
         for iteration in self.fallback_iterations:
             assert self.booster is not None
             out += self.booster.predict(
@@ -395,39 +396,19 @@ class ContributionTables:
         return out
 
     def _tabled(self, x: np.ndarray) -> np.ndarray:
-        """The tabled trees' contributions to each used feature: (len(sorted_features), n)."""
-        bins = self._global_bins(x)
-        parts = self.lookup[bins[self.pair_feature] + self.pair_shift[:, None]]
-        rows = parts[: self.layer_sizes[0]]  # each group's row offset into `values`
-        start = self.layer_sizes[0]
-        for size in self.layer_sizes[1:]:
-            rows[:size] += parts[start : start + size]
-            start += size
-        cells = rows[self.sorted_group] + self.sorted_column[:, None]
-        result: np.ndarray = np.add.reduceat(self.values[cells], self.sorted_starts, axis=0)
+        """The tabled trees' contributions and the bias: (n_features + 1, n)."""
+        at_or_above = x.T.take(self.rank_cut_feature, axis=0) <= self.rank_cuts
+        ranks = np.add.reduceat(at_or_above, self.rank_starts, axis=0, dtype=np.intp)
+        index = ranks.take(self.pair_rank_row, axis=0)
+        index += self.pair_start
+        parts = self.lookup.take(index)
+        rows = parts[: self.groups]  # each group's row offset into `values`
+        for groups, pairs in self.layer_slices:
+            np.add(rows[groups], parts[pairs], out=rows[groups])
+        cells = rows.take(self.sorted_group, axis=0)
+        cells += self.sorted_column
+        result: np.ndarray = np.add.reduceat(self.values.take(cells), self.sorted_starts, axis=0)
         return result
-
-    def _global_bins(self, x: np.ndarray) -> np.ndarray:
-        """Each feature's bin, offset into one numbering of all features' bins: (n_features, n).
-        Unused features get bin 0 (no pair reads them)."""
-        bins = np.zeros((self.n_features, len(x)), dtype=np.intp)
-        if len(self.numeric_features):
-            columns = x[:, self.numeric_features].T
-            columns = np.where(np.abs(columns) <= _ZERO, 0.0, columns)
-            # 1 + the number of cuts below the value, as searchsorted(side="left") would say.
-            below = columns[self.numeric_cut_row] > self.numeric_cuts[:, None]
-            counts = np.add.reduceat(below, self.numeric_starts, axis=0, dtype=np.intp)
-            bins[self.numeric_features] = np.where(np.isnan(columns), _NAN_BIN, counts + 1)
-        if len(self.categorical_features):
-            columns = x[:, self.categorical_features].T
-            valid = (columns > -1.0) & (columns < _INT_LIMIT)  # False for NaN too
-            clipped = np.minimum(np.where(valid, columns, -1.0), self.categorical_limit[:, None])
-            index = clipped.astype(np.intp) + 1 + self.categorical_offset[:, None]
-            bins[self.categorical_features] = np.where(
-                np.isnan(columns), _NAN_BIN, self.categorical_bins[index]
-            )
-        offset: np.ndarray = bins + self.bin_offset[:, None]
-        return offset
 
 
 def build_tables(
@@ -477,6 +458,37 @@ def _offsets(sizes: list[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
 
 
+def _bins_of(spec: _FeatureBins, values: np.ndarray) -> np.ndarray:
+    """The bin of each value, as LightGBM reads it: NaN, its zeros, category codes."""
+    bins = np.full(values.shape, _NAN_BIN, dtype=np.intp)
+    present = ~np.isnan(values)
+    found = values[present]
+    if spec.categorical:
+        cats = spec.cuts.astype(np.intp)
+        limit = int(cats[-1]) + 1
+        by_code = np.full(limit + 2, 2, dtype=np.intp)  # codes -1 .. limit; others: bin 2
+        by_code[0] = 1
+        by_code[cats + 1] = 3 + np.arange(len(cats))
+        valid = (found > -1.0) & (found < _INT_LIMIT)
+        codes = np.minimum(np.where(valid, found, -1.0), limit).astype(np.intp)
+        bins[present] = by_code[codes + 1]
+    else:
+        folded = np.where(np.abs(found) <= _ZERO, 0.0, found)
+        bins[present] = 1 + np.searchsorted(spec.cuts, folded, side="left")
+    return bins
+
+
+def _rank_cuts(spec: _FeatureBins) -> np.ndarray:
+    """Sorted cuts, the last inf, such that the values between two neighbours (above the lower,
+    up to the upper) share a bin: then how many cuts are at or above a value gives its bin."""
+    if not spec.categorical:
+        # Bin 1 + i is (cuts[i - 1], cuts[i]]; the zero fence is among the cuts.
+        return np.append(spec.cuts, math.inf)
+    # Category c holds [c, c + 1) (0: (-1, 1)); up to -1 and from 2**31 up is no category.
+    ends = {float(np.nextafter(c, -math.inf)) for cat in spec.cuts for c in (cat, cat + 1.0)}
+    return np.array(sorted({-1.0, *ends, float(np.nextafter(_INT_LIMIT, -math.inf)), math.inf}))
+
+
 def _assemble(
     n_features: int,
     bias: float,
@@ -485,66 +497,60 @@ def _assemble(
     fallback: tuple[int, ...],
     booster: lgb.Booster,
 ) -> ContributionTables:
-    bin_offset = _offsets([len(bins[f].values) if f in bins else 0 for f in range(n_features)])
-    numeric = sorted(f for f, spec in bins.items() if not spec.categorical)
-    cut_counts = [len(bins[f].cuts) for f in numeric]
-    categorical = sorted(f for f, spec in bins.items() if spec.categorical)
-    limits, category_bins = [], []
-    for f in categorical:
-        cats = bins[f].cuts.astype(np.intp)
-        limit = int(cats[-1]) + 1
-        by_code = np.full(limit + 2, 2, dtype=np.intp)  # codes -1 .. limit; others: bin 2
-        by_code[0] = 1
-        by_code[cats + 1] = 3 + np.arange(len(cats))
-        limits.append(limit)
-        category_bins.append(by_code)
-
     groups = sorted(groups, key=lambda g: -len(g.features))
+    ranked = sorted({f for g in groups for f in g.features})
+    rank_row = {f: k for k, f in enumerate(ranked)}
+    rank_cuts = [_rank_cuts(bins[f]) for f in ranked]
+    # Rank r >= 1 (cuts at or above a value) is the bin of the values up to cuts[-r]; 0 is NaN.
+    bin_of_rank = {
+        f: np.concatenate([[_NAN_BIN], _bins_of(bins[f], cuts[::-1])])
+        for f, cuts in zip(ranked, rank_cuts, strict=True)
+    }
     table_offset = _offsets([g.table.size for g in groups])
-    widest = len(groups[0].features) if groups else 0
-    layers = [[g for g in range(len(groups)) if len(groups[g].features) > k] for k in range(widest)]
-    pair_feature: list[int] = []
-    pair_group: list[int] = []
-    pair_column: list[int] = []
+    constant = len(groups)  # the constant pair's group
+    constant_offset = sum(g.table.size for g in groups)  # where its 0 and bias go in `values`
     lookup: list[np.ndarray] = []
-    pair_shift: list[int] = []
-    used = 0
-    for k, layer in enumerate(layers):
-        for g in layer:
-            group = groups[g]
-            f = group.features[k]
-            part = group.regions[k].astype(np.intp) * (group.strides[k] * len(group.features))
-            lookup.append(part + table_offset[g] if k == 0 else part)
-            pair_shift.append(used - int(bin_offset[f]))
-            used += len(part)
-            pair_feature.append(f)
-            pair_group.append(g)
-            pair_column.append(k)
+    pair_rank_row: list[int] = []
+    # Per output column, its pairs' (group, column in the group's table), in pair order.
+    columns: list[list[tuple[int, int]]] = [[] for _ in range(n_features)]
 
-    order = np.argsort(np.array(pair_feature, dtype=np.intp), kind="stable")
-    sorted_feature = np.array(pair_feature, dtype=np.intp)[order]
-    starts = np.flatnonzero(np.diff(sorted_feature, prepend=-1))
+    def add_pair(g: int, k: int) -> None:
+        group = groups[g]
+        f = group.features[k]
+        by_bin = group.regions[k].astype(np.intp) * (group.strides[k] * len(group.features))
+        lookup.append((by_bin + table_offset[g] if k == 0 else by_bin)[bin_of_rank[f]])
+        pair_rank_row.append(rank_row[f])
+        columns[f].append((g, k))
+
+    for g in range(len(groups)):
+        add_pair(g, 0)
+    # The constant pair ranks a cut no value is at or below (NaN, on any column): rank 0.
+    lookup.append(np.full(2, constant_offset, dtype=np.intp))
+    pair_rank_row.append(len(ranked))
+    layer_slices: list[tuple[slice, slice]] = []
+    for k in range(1, max((len(g.features) for g in groups), default=0)):
+        layer = [g for g in range(len(groups)) if len(groups[g].features) > k]
+        layer_slices.append((slice(0, len(layer)), slice(len(lookup), len(lookup) + len(layer))))
+        for g in layer:
+            add_pair(g, k)
+    cut_counts = [len(cuts) for cuts in rank_cuts] + [1]
+    sorted_pairs = [pairs or [(constant, 0)] for pairs in columns] + [[(constant, 1)]]
+    flat = [pair for pairs in sorted_pairs for pair in pairs]
     return ContributionTables(
         n_features=n_features,
         bias=bias,
-        numeric_features=np.array(numeric, dtype=np.intp),
-        numeric_cuts=np.concatenate([bins[f].cuts for f in numeric]) if numeric else np.zeros(0),
-        numeric_cut_row=np.repeat(np.arange(len(numeric), dtype=np.intp), cut_counts),
-        numeric_starts=_offsets(cut_counts),
-        categorical_features=np.array(categorical, dtype=np.intp),
-        categorical_limit=np.array(limits, dtype=np.float64),
-        categorical_bins=np.concatenate(category_bins) if category_bins else np.zeros(0, np.intp),
-        categorical_offset=_offsets([len(b) for b in category_bins]),
-        bin_offset=bin_offset,
-        pair_feature=np.array(pair_feature, dtype=np.intp),
-        pair_shift=np.array(pair_shift, dtype=np.intp),
-        lookup=np.concatenate(lookup) if lookup else np.zeros(0, np.intp),
-        layer_sizes=tuple(len(layer) for layer in layers),
-        sorted_group=np.array(pair_group, dtype=np.intp)[order],
-        sorted_column=np.array(pair_column, dtype=np.intp)[order],
-        sorted_starts=starts.astype(np.intp),
-        sorted_features=sorted_feature[starts],
-        values=np.concatenate([g.table.reshape(-1) for g in groups]) if groups else np.zeros(0),
+        rank_cut_feature=np.repeat(np.array([*ranked, 0], dtype=np.intp), cut_counts),
+        rank_cuts=np.concatenate([*rank_cuts, [math.nan]])[:, None],
+        rank_starts=_offsets(cut_counts),
+        pair_rank_row=np.array(pair_rank_row, dtype=np.intp),
+        pair_start=_offsets([len(part) for part in lookup])[:, None],
+        lookup=np.concatenate(lookup),
+        groups=len(groups) + 1,
+        layer_slices=tuple(layer_slices),
+        sorted_group=np.array([g for g, _ in flat], dtype=np.intp),
+        sorted_column=np.array([k for _, k in flat], dtype=np.intp)[:, None],
+        sorted_starts=_offsets([len(pairs) for pairs in sorted_pairs]),
+        values=np.concatenate([*(g.table.reshape(-1) for g in groups), [0.0, bias]]),
         fallback_iterations=fallback,
         booster=booster if fallback else None,
     )
