@@ -162,29 +162,32 @@ class PointsRules(BaseModel):
         With every rule at one point this is a design matrix whose fitted weights score exactly
         as a table (event caps scale with the points: see `models.rules.scorecard`).
         """
-        n = batch.n_rows
-        columns = [self._event_points_by_type(batch)]
-        for attribute, rule_of, points in self._arrays.attributes:
-            codes, texts = values.text(attribute)
-            rule_of_text = np.array([*(rule_of.get(t, -1) for t in texts), -1], dtype=np.int64)
-            rule = rule_of_text[codes][batch.row_lead]
-            block = np.zeros((n, len(points)))
-            hit = np.flatnonzero(rule >= 0)
-            block[hit, rule[hit]] = points[rule[hit]]
-            columns.append(block)
-        for column, bands in self.numbers.items():
-            number = values.number(column)[batch.row_lead]
-            columns.append(
-                np.column_stack([_band_points(number, band) for band in bands])
-                if bands
-                else np.zeros((n, 0))
-            )
-        return RulePoints(keys=self.rule_keys(), points=np.hstack(columns))
+        return RulePoints(keys=self.rule_keys(), points=self._points_matrix(batch, values))
 
     def score_batch(self, batch: LeadBatch, values: LeadValues) -> np.ndarray:
         """Each scored row's points: the sum of what its rules add."""
-        total: np.ndarray = self.points_by_rule(batch, values).points.sum(axis=1)
+        # Summed over the whole (rows, rules) matrix, so the additions run in the same order
+        # (and round the same) as the columns of `points_by_rule`.
+        total: np.ndarray = self._points_matrix(batch, values).sum(axis=1)
         return total
+
+    def _points_matrix(self, batch: LeadBatch, values: LeadValues) -> np.ndarray:
+        """`points_by_rule`'s (rows, rules) matrix, each section written in place into one
+        array: few numpy calls per batch, since one lead is scored per API request."""
+        arrays = self._arrays
+        n = batch.n_rows
+        matrix = np.zeros((n, len(arrays.keys)))
+        self._add_event_points(batch, matrix[:, : len(arrays.events.kinds)])
+        _add_attribute_points(arrays.attributes, batch, values, matrix)
+        for number in arrays.numbers:
+            value = values.number(number.column)[batch.row_lead]
+            # NaN compares false: a missing number adds nothing.
+            np.copyto(
+                matrix[:, number.start : number.start + len(number.points)],
+                number.points,
+                where=value[:, np.newaxis] >= number.at_least,
+            )
+        return matrix
 
     def score(
         self,
@@ -227,57 +230,159 @@ class PointsRules(BaseModel):
         batch = batch_from_frames(spine, leads, events if self.events else None)
         return self.points_by_rule(batch, LeadValues(batch, features))
 
-    def _event_points_by_type(self, batch: LeadBatch) -> np.ndarray:
-        """(rows, event types of the table): each type's decayed, capped points."""
-        kinds, points, once, caps = self._arrays.events
+    def _add_event_points(self, batch: LeadBatch, out: np.ndarray) -> None:
+        """Write each event type's decayed, capped points into `out` (rows, event types),
+        which holds zeros."""
+        events = self._arrays.events
+        kinds = events.kinds
         n = batch.n_rows
         if not kinds or n == 0:
-            return np.zeros((n, len(kinds)))
+            return
         joined = batch.events_before(kinds) or join_before(
             batch.row_lead, batch.as_of_ns, batch.events_of_types(kinds), batch.n_leads
         )
-        key = joined.row * len(kinds) + joined.type_code
-        decay = (
-            np.ones_like(joined.age_days)
-            if self.half_life_days is None
-            else np.exp2(-joined.age_days / self.half_life_days)
-        )
-        per_type = np.bincount(
-            key, weights=points[joined.type_code] * decay, minlength=n * len(kinds)
-        )
-        # "First time only": just the oldest event of the type counts, with its own decay.
-        oldest = np.full(n * len(kinds), -np.inf)
-        np.maximum.at(oldest, key, joined.age_days)
-        seen = np.isfinite(oldest)
-        first_decay = np.zeros_like(oldest)
-        first_decay[seen] = (
-            1.0 if self.half_life_days is None else np.exp2(-oldest[seen] / self.half_life_days)
-        )
-        by_type = per_type.reshape(n, len(kinds))
-        by_type = np.where(once, points * first_decay.reshape(n, len(kinds)), by_type)
-        clipped: np.ndarray = np.clip(by_type, -caps, caps)
-        return clipped
+        key = joined.row * len(kinds)
+        key += joined.type_code
+        weight = events.points[joined.type_code]
+        if events.minus_half_life is not None:
+            # age / -half_life is exactly -age / half_life: division is sign-symmetric.
+            weight *= np.exp2(np.divide(joined.age_days, events.minus_half_life))
+        # Float even without pairs (bincount then counts in int64): a first-time-only type
+        # never seen writes -0.0 for negative points.
+        sums = np.bincount(key, weights=weight, minlength=n * len(kinds))
+        by_type = sums.astype(np.float64, copy=False).reshape(n, -1)
+        if len(events.once_columns):
+            # "First time only": just the oldest event of the type counts, with its own decay.
+            oldest_of_key = np.empty(n * len(kinds))
+            oldest_of_key.fill(-np.inf)
+            np.maximum.at(oldest_of_key, key, joined.age_days)
+            oldest = oldest_of_key.reshape(n, -1)[:, events.once_columns]
+            seen = np.isfinite(oldest)
+            first_decay = (
+                seen.astype(np.float64)
+                if events.minus_half_life is None
+                # exp2 of every entry, the unseen (inf) then dropped: each entry's decay is
+                # the one exp2 gives that age alone.
+                else np.where(seen, np.exp2(np.divide(oldest, events.minus_half_life)), 0.0)
+            )
+            by_type[:, events.once_columns] = events.once_points * first_decay
+        # np.clip's bounds, as two ufuncs (np.clip's own checks cost more than the clipping):
+        # the caps are never zero, so no signed zero tie can tell them apart.
+        np.maximum(by_type, events.minus_caps, out=by_type)
+        np.minimum(by_type, events.caps, out=out)
 
     @cached_property
     def _arrays(self) -> _RuleArrays:
         kinds = list(self.events)
+        points = np.array([self.events[k].points for k in kinds], dtype=np.float64)
+        once_columns = np.array(
+            [j for j, k in enumerate(kinds) if not self.events[k].repeatable], dtype=np.int64
+        )
+        caps = np.array([self.events[k].cap or np.inf for k in kinds], dtype=np.float64)
+        # Columns follow `_rule_keys`: event types, then attribute values, then number bands.
+        start = len(kinds)
+        # Attribute entries: each attribute's miss (a missing or unlisted value, which writes
+        # 0.0 to the attribute's first column), then its values. An empty table has none.
+        entry_columns: list[int] = []
+        entry_points: list[float] = []
+        attributes: list[_AttributeRules] = []
+        for attribute, table in self.attributes.items():
+            miss_entry = len(entry_columns)
+            if table:
+                entry_columns += [start, *range(start, start + len(table))]
+                entry_points += [0.0, *table.values()]
+            entry_of = {value: miss_entry + 1 + j for j, value in enumerate(table)}
+            attributes.append(_AttributeRules(attribute, entry_of, miss_entry))
+            start += len(table)
+        numbers: list[_NumberBands] = []
+        for column, bands in self.numbers.items():
+            numbers.append(
+                _NumberBands(
+                    column,
+                    start,
+                    np.array([band.at_least for band in bands], dtype=np.float64),
+                    np.array([band.points for band in bands], dtype=np.float64),
+                )
+            )
+            start += len(bands)
         return _RuleArrays(
             keys=tuple(self._rule_keys()),
-            events=(
-                kinds,
-                np.array([self.events[k].points for k in kinds], dtype=np.float64),
-                np.array([not self.events[k].repeatable for k in kinds], dtype=bool),
-                np.array([self.events[k].cap or np.inf for k in kinds], dtype=np.float64),
+            events=_EventRules(
+                kinds=kinds,
+                points=points,
+                once_columns=once_columns,
+                once_points=points[once_columns],
+                caps=caps,
+                minus_caps=-caps,
+                minus_half_life=None if self.half_life_days is None else -self.half_life_days,
             ),
-            attributes=[
-                (
-                    attribute,
-                    {value: j for j, value in enumerate(table)},
-                    np.array(list(table.values()), dtype=np.float64),
-                )
-                for attribute, table in self.attributes.items()
-            ],
+            attributes=_AttributeTables(
+                attributes,
+                np.array(entry_columns, dtype=np.int64),
+                np.array(entry_points, dtype=np.float64),
+            ),
+            numbers=numbers,
         )
+
+
+def _add_attribute_points(
+    tables: _AttributeTables, batch: LeadBatch, values: LeadValues, matrix: np.ndarray
+) -> None:
+    """Write each row's attribute points into `matrix` (rows, rules; C-contiguous, written
+    through its flat view), which holds zeros.
+
+    The batch's distinct texts of every attribute are looked up once, into one array of table
+    entries; a row then takes one entry per attribute: a listed value's column and points, or
+    the attribute's miss, which writes 0.0 to its first column. Each (row, attribute) so writes
+    exactly one cell, of its own.
+    """
+    entry_of_code: list[int] = []
+    codes_of_attributes: list[np.ndarray] = []
+    offsets: list[int] = []
+    for rule in tables.rules:
+        codes, texts = values.text(rule.attribute)
+        if not rule.entry_of:
+            continue  # an empty table: no points, no entries
+        offsets.append(len(entry_of_code) + 1)  # code -1 (missing) reads the miss before
+        codes_of_attributes.append(codes)
+        entry_of = rule.entry_of.get
+        entry_of_code += [rule.miss_entry, *[entry_of(text, rule.miss_entry) for text in texts]]
+    if not offsets:
+        return
+    codes = np.array(codes_of_attributes) + np.array(offsets)[:, np.newaxis]
+    entry = np.array(entry_of_code, dtype=np.int64)[codes[:, batch.row_lead]]
+    flat = tables.entry_columns[entry]  # (attributes, rows)
+    flat += np.arange(0, matrix.size, matrix.shape[1])
+    matrix.ravel()[flat] = tables.entry_points[entry]
+
+
+class _EventRules(NamedTuple):
+    kinds: list[str]
+    points: np.ndarray  # float64 per event type
+    once_columns: np.ndarray  # int64: the first-time-only types
+    once_points: np.ndarray  # float64: their points
+    caps: np.ndarray  # float64 per type, inf when uncapped
+    minus_caps: np.ndarray
+    minus_half_life: float | None  # None: points never decay
+
+
+class _AttributeRules(NamedTuple):
+    attribute: str
+    entry_of: dict[str, int]  # listed value -> its entry
+    miss_entry: int  # the entry of a value the table does not list (or a missing one)
+
+
+class _AttributeTables(NamedTuple):
+    rules: list[_AttributeRules]
+    entry_columns: np.ndarray  # int64 per entry: its column of the rules matrix
+    entry_points: np.ndarray  # float64 per entry: its points (0.0 for a miss)
+
+
+class _NumberBands(NamedTuple):
+    column: str
+    start: int  # the first band's column of the rules matrix
+    at_least: np.ndarray  # float64 per band
+    points: np.ndarray  # float64 per band
 
 
 @dataclass(frozen=True, eq=False)
@@ -286,8 +391,9 @@ class _RuleArrays:
     table must not take part in comparing tables."""
 
     keys: tuple[RuleKey, ...]
-    events: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
-    attributes: list[tuple[str, dict[str, int], np.ndarray]]
+    events: _EventRules
+    attributes: _AttributeTables
+    numbers: list[_NumberBands]
 
 
 def attribute_names(columns: Sequence[str], features: FeatureConfig) -> list[str]:
@@ -353,12 +459,6 @@ def numbers_at(spine: pd.DataFrame, leads: pd.DataFrame, names: Sequence[str]) -
         index=pd.RangeIndex(len(spine)),
         dtype=np.float64,
     )
-
-
-def _band_points(values: np.ndarray, band: NumberBand) -> np.ndarray:
-    # NaN compares false: a missing number adds nothing.
-    points: np.ndarray = np.where(values >= band.at_least, band.points, 0.0)
-    return points
 
 
 def _whole_numbers_as_int(data: Any) -> Any:
