@@ -97,79 +97,188 @@ def check_lead_columns(leads: pd.DataFrame, config: FeatureConfig) -> None:
         )
 
 
-def _distinct_days(row: np.ndarray, day: np.ndarray, n_rows: int) -> np.ndarray:
-    """Number of distinct calendar days per row, via a (rows x days) bitmap built in slices.
+def _distinct_days(row: np.ndarray, day: np.ndarray, out: np.ndarray) -> None:
+    """Write the number of distinct calendar days of each row into `out` (one entry per row),
+    via a (rows x days) bitmap built in slices.
 
     Order-independent and linear in the number of events; the slices keep the bitmap small.
     """
-    counts = np.zeros(n_rows)
+    n_rows = len(out)
     if len(day) == 0:
-        return counts
-    first = int(day.min())
-    span = int(day.max()) - first + 1
+        out[:] = 0.0
+        return
+    # ufunc reductions directly: the ndarray methods add a Python-level wrapper per call.
+    first = int(np.minimum.reduce(day))
+    span = int(np.maximum.reduce(day)) - first + 1
     rows_per_slice = max(1, _BITMAP_BYTES // span)
+    # The bit of (row, day) is at row * span + day - first, less the slice's first bit.
+    cell = row * span + day
     for low in range(0, n_rows, rows_per_slice):
         high = min(n_rows, low + rows_per_slice)
-        inside = (row >= low) & (row < high) if rows_per_slice < n_rows else slice(None)
         seen = np.zeros((high - low) * span, dtype=bool)
-        seen[(row[inside] - low) * span + (day[inside] - first)] = True
-        counts[low:high] = seen.reshape(high - low, span).sum(axis=1)
-    return counts
+        if rows_per_slice >= n_rows:
+            seen[cell - first] = True
+        else:
+            inside = (row >= low) & (row < high)
+            seen[cell[inside] - (low * span + first)] = True
+        out[low:high] = np.add.reduce(seen.reshape(high - low, span), axis=1)
 
 
 _BITMAP_BYTES = 256 * 2**20
+# The windows of `velocity_7d_vs_30d`: inbound events of the last 7 days against the last 30.
+_VELOCITY_DAYS = (7, 30)
+
+
+@dataclass(frozen=True)
+class _BehaviourLayout:
+    """A config's behaviour constants, made once per config rather than on every call.
+
+    Ages are cut into buckets at `edges` (the windows and the velocity windows, ascending):
+    an event of bucket b is inside every window whose edge index is >= b, so counts per bucket
+    summed cumulatively give the count in each window, the last bucket giving the all-time one.
+    """
+
+    n_types: int
+    edges: np.ndarray  # float64, ascending: every window and velocity window, in days
+    window_edges: tuple[int, ...]  # per window (config order): its edge index
+    velocity_edges: slice  # the edge indexes of the 7- and 30-day windows, as a view's slice
+    velocity_days: np.ndarray  # (2, 1) float64: the divisors of those counts (7 and 30)
+    inbound: np.ndarray  # bool per type: not an outbound type
+    inbound_column: np.ndarray  # the same as a (types, 1) column
+    inbound_ones: np.ndarray  # int64 per type: 1 inbound, 0 outbound
+    negative_half_life: float  # exp2(age / -h) == exp2(-age / h) bitwise: one op fewer
+    email_sent_open: tuple[int, int] | None  # positions of email_sent and email_open
+
+
+@lru_cache(maxsize=64)
+def _layout_of(
+    event_types: tuple[str, ...],
+    outbound: tuple[str, ...],
+    windows: tuple[int, ...],
+    half_life: float,
+) -> _BehaviourLayout:
+    edges = sorted({*windows, *_VELOCITY_DAYS})
+    week, month = edges.index(_VELOCITY_DAYS[0]), edges.index(_VELOCITY_DAYS[1])
+    kinds = list(event_types)
+    emails = "email_sent" in kinds and "email_open" in kinds
+    inbound = np.array([kind not in outbound for kind in kinds], dtype=bool)
+    layout = _BehaviourLayout(
+        n_types=len(kinds),
+        edges=np.array(edges, dtype=np.float64),
+        window_edges=tuple(edges.index(w) for w in windows),
+        velocity_edges=slice(week, month + 1, month - week),
+        velocity_days=np.array(_VELOCITY_DAYS, dtype=np.float64).reshape(2, 1),
+        inbound=inbound,
+        inbound_column=inbound.reshape(-1, 1),
+        inbound_ones=inbound.astype(np.int64),
+        negative_half_life=-half_life,
+        email_sent_open=(
+            (kinds.index("email_sent"), kinds.index("email_open")) if emails else None
+        ),
+    )
+    # Shared by every call (and thread) with this config: read-only.
+    for constant in (
+        layout.edges,
+        layout.velocity_days,
+        layout.inbound,
+        layout.inbound_column,
+        layout.inbound_ones,
+    ):
+        constant.flags.writeable = False
+    return layout
+
+
+def _behaviour_layout(config: FeatureConfig) -> _BehaviourLayout:
+    """The config's behaviour constants, cached by the fields they depend on."""
+    return _layout_of(
+        tuple(config.event_types),
+        tuple(config.outbound_event_types),
+        tuple(config.windows_days),
+        config.decay_half_life_days,
+    )
 
 
 def _behaviour_block(joined: EventsAtSnapshots, config: FeatureConfig, out: np.ndarray) -> None:
     """Write the behaviour features of every joined row into `out` (rows x names)."""
-    n, n_types, windows = joined.n_rows, len(config.event_types), config.windows_days
-    key = joined.row * n_types + joined.type_code
+    layout = _behaviour_layout(config)
+    n, n_types, n_windows = joined.n_rows, layout.n_types, len(config.windows_days)
+    # Per type: one column per window, then all-time count, then days since the last one; the
+    # columns of one kind of value are every `stride`-th, so basic slices write them in place.
+    stride = n_windows + 2
+    end = n_types * stride
+    tail = out[:, end:]
+    # Cells are (type, row), type-major: sums over types then run along whole rows of cells,
+    # and each type's values are one contiguous stretch, as a column-major `out` stores them.
+    cell = joined.type_code * n + joined.row
     age = joined.age_days
 
-    def per_type(mask: np.ndarray | None) -> np.ndarray:
-        keys = key if mask is None else key[mask]
-        return np.bincount(keys, minlength=n * n_types).reshape(n, n_types)
+    _newest_ages(cell, age, layout, out[:, n_windows + 1 : end : stride], tail[:, 3])
+    cumulative = _counts_younger_than_edges(cell, age, layout, n)
+    for slot, edge in enumerate(layout.window_edges):
+        out[:, slot:end:stride] = cumulative[edge].T
+    all_time = cumulative[-1]
+    out[:, n_windows:end:stride] = all_time.T
 
-    # Per type: one column per window, then all-time count, then days since the last one.
-    per_type_block = out[:, : n_types * (len(windows) + 2)].reshape(n, n_types, len(windows) + 2)
-    for i, window in enumerate(windows):
-        per_type_block[:, :, i] = per_type(age < window)
-    all_time = per_type(None)
-    per_type_block[:, :, len(windows)] = all_time
-    newest = np.full(n * n_types, np.inf)
-    np.minimum.at(newest, key, age)
-    newest[np.isinf(newest)] = np.nan
-    per_type_block[:, :, len(windows) + 1] = newest.reshape(n, n_types)
-    if not np.shares_memory(per_type_block, out):
-        out[:, : n_types * (len(windows) + 2)] = per_type_block.reshape(
-            n, n_types * (len(windows) + 2)
-        )
-
-    inbound_types = np.array(
-        [kind not in config.outbound_event_types for kind in config.event_types]
-    )
-    inbound = inbound_types[joined.type_code]
+    inbound = layout.inbound[joined.type_code]
     row_in, age_in = joined.row[inbound], age[inbound]
-    decay = np.exp2(-age_in / config.decay_half_life_days)
-    last_7 = np.bincount(row_in[age_in < 7], minlength=n)
-    last_30 = np.bincount(row_in[age_in < 30], minlength=n)
-    last_activity = np.full(n, np.inf)
-    np.minimum.at(last_activity, row_in, age_in)
-    last_activity[np.isinf(last_activity)] = np.nan
-    kinds = list(config.event_types)
-    # Divided only where the divisor is positive: no warnings to silence.
-    velocity = np.divide(last_7 / 7, last_30 / 30, out=np.zeros(n), where=last_30 > 0)
-    open_rate = np.full(n, np.nan)
-    if "email_sent" in kinds and "email_open" in kinds:
-        sent = all_time[:, kinds.index("email_sent")]
-        opened = all_time[:, kinds.index("email_open")]
-        np.divide(opened, sent, out=open_rate, where=sent > 0)
-    tail = out[:, n_types * (len(windows) + 2) :]
-    tail[:, 0] = np.bincount(row_in, weights=decay, minlength=n)
-    tail[:, 1] = _distinct_days(row_in, joined.day[inbound], n)
-    tail[:, 2] = velocity
-    tail[:, 3] = last_activity
-    tail[:, 4] = open_rate
+    tail[:, 0] = np.bincount(
+        row_in, weights=np.exp2(age_in / layout.negative_half_life), minlength=n
+    )
+    _distinct_days(row_in, joined.day[inbound], tail[:, 1])
+    # Inbound events of the last 7 and 30 days per row (exact integer sums over the inbound
+    # types), per day; divided only where the divisor is positive: no warnings to silence.
+    rates = (layout.inbound_ones @ cumulative[layout.velocity_edges]) / layout.velocity_days
+    tail[:, 2] = 0.0
+    np.divide(rates[0], rates[1], out=tail[:, 2], where=rates[1] > 0)
+    tail[:, 4] = np.nan
+    if layout.email_sent_open is not None:
+        sent, opened = all_time[layout.email_sent_open[0]], all_time[layout.email_sent_open[1]]
+        np.divide(opened, sent, out=tail[:, 4], where=sent > 0)
+
+
+def _newest_ages(
+    cell: np.ndarray,
+    age: np.ndarray,
+    layout: _BehaviourLayout,
+    per_type: np.ndarray,
+    newest_inbound: np.ndarray,
+) -> None:
+    """Write the age of the newest event of each (row, type) into `per_type` (rows x types),
+    and of each row's newest inbound event into `newest_inbound`; NaN where there is none."""
+    n = len(newest_inbound)
+    cells = layout.n_types * n
+    newest = np.full(cells + n, np.inf)
+    np.minimum.at(newest, cell, age)
+    # The newest inbound event of a row is the newest of its inbound types' newest events.
+    np.minimum.reduce(
+        newest[:cells].reshape(layout.n_types, n),
+        axis=0,
+        where=layout.inbound_column,
+        initial=np.inf,
+        out=newest[cells:],
+    )
+    newest[np.isinf(newest)] = np.nan
+    per_type[:] = newest[:cells].reshape(layout.n_types, n).T
+    newest_inbound[:] = newest[cells:]
+
+
+def _counts_younger_than_edges(
+    cell: np.ndarray, age: np.ndarray, layout: _BehaviourLayout, n: int
+) -> np.ndarray:
+    """(edges + 1, types, rows) counts: [e] of the events younger than `layout.edges[e]`, the
+    last of all of them. `cell` (type-major cells) is overwritten: no copy of the pairs."""
+    cells = layout.n_types * n
+    n_buckets = len(layout.edges) + 1
+    # An event of bucket b (edges[b - 1] <= age < edges[b]) is younger than edges b and up.
+    bucket = np.searchsorted(layout.edges, age, side="right")
+    bucket *= cells
+    cell += bucket
+    del bucket  # before the counts are allocated: with millions of pairs it is a large array
+    counts = np.bincount(cell, minlength=n_buckets * cells).reshape(n_buckets, layout.n_types, n)
+    # In place, one bucket at a time: np.add.accumulate along a short axis goes element by element.
+    for bucket_index in range(1, n_buckets):
+        counts[bucket_index] += counts[bucket_index - 1]
+    return counts
 
 
 @dataclass(frozen=True)
@@ -260,6 +369,15 @@ def _level_texts(levels: tuple[str, ...]) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
+def _code_values(n_levels: int) -> np.ndarray:
+    """Category code -> feature value: the code itself as a float, NaN for -1 (the last entry);
+    one lookup instead of a comparison and a `where`. Shared read-only."""
+    values = np.append(np.arange(n_levels, dtype=np.float64), np.nan)
+    values.flags.writeable = False
+    return values
+
+
+@lru_cache(maxsize=64)
 def _positions(names: tuple[str, ...]) -> dict[str, int]:
     """Each feature's column (shared read-only: a model's names are asked for on every call)."""
     return {name: i for i, name in enumerate(names)}
@@ -275,7 +393,7 @@ def _fit_per_lead(
     if config.title_column is not None:
         for name, fixed in TITLE_FEATURES.items():
             codes, _ = values.text(name)
-            columns[name] = np.where(codes >= 0, codes, np.nan)
+            columns[name] = _code_values(len(fixed))[codes]
             levels[name] = list(fixed)
     if config.email_column is not None:
         columns["is_company_email"] = values.company_email_flag()

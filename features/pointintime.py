@@ -39,8 +39,11 @@ class EventsAtSnapshots:
 
     def of_types(self, lookup: np.ndarray) -> EventsAtSnapshots:
         """The pairs whose type `lookup` maps to a code >= 0, with that code as their type;
-        pair order is kept, so sums over them add in the same order as a join of those types."""
+        pair order is kept, so sums over them add in the same order as a join of those types.
+        When every pair is kept the other arrays are shared, not copied: no reader writes them."""
         code = lookup[self.type_code]
+        if np.minimum.reduce(code, initial=0) >= 0:
+            return EventsAtSnapshots(self.n_rows, self.row, code, self.age_days, self.day)
         keep = code >= 0
         return EventsAtSnapshots(
             n_rows=self.n_rows,
@@ -88,15 +91,22 @@ def join_before(
     """
     n_rows = len(spine_lead_pos)
     counts = np.bincount(spine_lead_pos, minlength=n_leads)
-    usable = (events.lead_pos >= 0) & (events.type_code >= 0)
-    if n_rows == 0 or counts.max(initial=0) <= 1:
-        row_of_lead = np.full(n_leads, -1, dtype=np.int64)
+    if n_rows == 0 or np.maximum.reduce(counts, initial=0) <= 1:
+        # Each event's row and as_of through its lead; the extra last entry answers lead -1.
+        row_of_lead = np.full(n_leads + 1, -1, dtype=np.int64)
         row_of_lead[spine_lead_pos] = np.arange(n_rows)
-        row = np.where(usable, row_of_lead[np.where(usable, events.lead_pos, 0)], -1)
-        event_pos = np.flatnonzero(row >= 0)
-        row = row[event_pos]
+        as_of_of_lead = np.zeros(n_leads + 1, dtype=np.int64)
+        as_of_of_lead[spine_lead_pos] = spine_as_of
+        row = row_of_lead[events.lead_pos]
+        age_ns = as_of_of_lead[events.lead_pos] - events.ts
+        # The pairs of a scored lead and a known type (neither is negative, so neither is their
+        # bitwise or), strictly before as_of.
+        keep = ((row | events.type_code) >= 0) & (age_ns > 0)
+        event_pos = np.flatnonzero(keep)
+        row, age_ns = row[event_pos], age_ns[event_pos]
     else:
         # Rows of lead c are order[starts[c]:starts[c] + counts[c]].
+        usable = (events.lead_pos >= 0) & (events.type_code >= 0)
         order = np.argsort(spine_lead_pos, kind="stable")
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         candidates = np.flatnonzero(usable)
@@ -105,17 +115,16 @@ def join_before(
         first_pair = np.repeat(np.cumsum(per_event) - per_event, per_event)
         offset = np.arange(len(event_pos)) - first_pair
         row = order[starts[events.lead_pos[event_pos]] + offset]
+        age_ns = spine_as_of[row] - events.ts[event_pos]
+        before = age_ns > 0
+        row, event_pos, age_ns = row[before], event_pos[before], age_ns[before]
 
-    age_ns = spine_as_of[row] - events.ts[event_pos]
-    before = age_ns > 0
-    row, event_pos, age_ns = row[before], event_pos[before], age_ns[before]
-    ts = events.ts[event_pos]
     return EventsAtSnapshots(
         n_rows=n_rows,
-        row=row.astype(np.int64),
+        row=row.astype(np.int64, copy=False),
         type_code=events.type_code[event_pos],
         age_days=age_ns / NS_PER_DAY,
-        day=ts // NS_PER_DAY,
+        day=events.ts[event_pos] // NS_PER_DAY,
     )
 
 
@@ -124,6 +133,11 @@ def chunk_count(spine_lead_pos: np.ndarray, events: EventArrays, n_leads: int) -
     if len(spine_lead_pos) * len(events.lead_pos) <= MAX_PAIRS_PER_CHUNK:
         return 1  # at most that many pairs: no need to count
     snapshots_per_lead = np.bincount(spine_lead_pos, minlength=n_leads)
+    if (
+        int(np.maximum.reduce(snapshots_per_lead, initial=0)) * len(events.lead_pos)
+        <= MAX_PAIRS_PER_CHUNK
+    ):
+        return 1  # each event pairs with at most that many snapshots: no need to count either
     known = events.lead_pos[events.lead_pos >= 0]
     events_per_lead = np.bincount(known, minlength=n_leads)
     pairs = int(snapshots_per_lead @ events_per_lead)
