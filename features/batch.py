@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -84,9 +86,17 @@ class LeadBatch:
         return join_before(self.row_lead, self.as_of_ns, every, self.n_leads)
 
     def _type_lookup(self, event_types: Sequence[str]) -> np.ndarray:
-        index = {kind: i for i, kind in enumerate(event_types)}
-        # The last entry answers code -1 (no type).
-        return np.array([*(index.get(kind, -1) for kind in self.kinds), -1], dtype=np.int64)
+        return _type_lookup(self.kinds, tuple(event_types))
+
+
+@lru_cache(maxsize=256)
+def _type_lookup(kinds: tuple[str, ...], event_types: tuple[str, ...]) -> np.ndarray:
+    """Each batch kind's position in `event_types` (-1 when not there); the last entry answers
+    code -1 (no type). Cached, as the features and the rules ask on every call; read-only."""
+    index = {kind: i for i, kind in enumerate(event_types)}
+    lookup = np.array([*(index.get(kind, -1) for kind in kinds), -1], dtype=np.int64)
+    lookup.flags.writeable = False
+    return lookup
 
 
 # The longest span between a lead's score time and its creation or one of its events. Times are
@@ -100,34 +110,58 @@ def unscorable_rows(batch: LeadBatch) -> tuple[np.ndarray, str, str] | None:
     """Scored rows that no kernel may score, the field at fault and why: a lead scored before
     it was created, or a creation or event further than MAX_SPAN_YEARS from the score time.
     None when all can be scored."""
-    if batch.created_ns is not None and batch.n_rows:
+    # Few numpy calls on the common path (each has a fixed cost that dominates one row):
+    # `count_nonzero` rather than `any`, and events checked against the batch's bounds first.
+    if not batch.n_rows:
+        return None
+    as_of = batch.as_of_ns
+    if batch.created_ns is not None:
         created = batch.created_ns[batch.row_lead]
-        early = np.flatnonzero(batch.as_of_ns < created)
-        if early.size:
-            return early, CREATED_AT, "is scored before it was created"
+        early = as_of < created
+        if np.count_nonzero(early):
+            return early.nonzero()[0], CREATED_AT, "is scored before it was created"
         # In float: the difference itself may not fit int64.
-        span = batch.as_of_ns.astype(np.float64) - created.astype(np.float64)
-        old = np.flatnonzero(span > _MAX_SPAN_NS)
-        if old.size:
-            return old, CREATED_AT, f"was created over {MAX_SPAN_YEARS} years before its score time"
-    known = batch.event_lead >= 0
-    if known.any() and batch.n_rows:
-        moments = batch.as_of_ns.astype(np.float64)
-        latest = np.full(batch.n_leads, -np.inf)
-        earliest = np.full(batch.n_leads, np.inf)
-        np.maximum.at(latest, batch.row_lead, moments)
-        np.minimum.at(earliest, batch.row_lead, moments)
-        owners = batch.event_lead[known]
-        ts = batch.event_ts[known].astype(np.float64)
-        far = (latest[owners] - ts > _MAX_SPAN_NS) | (ts - earliest[owners] > _MAX_SPAN_NS)
-        if far.any():
-            leads = np.unique(owners[far])
+        old = as_of.astype(np.float64) - created.astype(np.float64) > _MAX_SPAN_NS
+        if np.count_nonzero(old):
             return (
-                np.flatnonzero(np.isin(batch.row_lead, leads)),
-                EVENTS_FIELD,
-                f"has events over {MAX_SPAN_YEARS} years from its score time",
+                old.nonzero()[0],
+                CREATED_AT,
+                f"was created over {MAX_SPAN_YEARS} years before its score time",
             )
+    ts = batch.event_ts
+    if len(ts):
+        # No event is further from any score time than the batch's extremes are from each
+        # other (float rounding is monotonic), so only a batch failing this looks per lead.
+        latest, earliest = float(np.maximum.reduce(as_of)), float(np.minimum.reduce(as_of))
+        if (
+            latest - float(np.minimum.reduce(ts)) > _MAX_SPAN_NS
+            or float(np.maximum.reduce(ts)) - earliest > _MAX_SPAN_NS
+        ):
+            return _rows_with_far_events(batch)
     return None
+
+
+def _rows_with_far_events(batch: LeadBatch) -> tuple[np.ndarray, str, str] | None:
+    """The rows of leads with an event over MAX_SPAN_YEARS from one of their score times."""
+    known = batch.event_lead >= 0
+    if not known.any():
+        return None
+    moments = batch.as_of_ns.astype(np.float64)
+    latest = np.full(batch.n_leads, -np.inf)
+    earliest = np.full(batch.n_leads, np.inf)
+    np.maximum.at(latest, batch.row_lead, moments)
+    np.minimum.at(earliest, batch.row_lead, moments)
+    owners = batch.event_lead[known]
+    ts = batch.event_ts[known].astype(np.float64)
+    far = (latest[owners] - ts > _MAX_SPAN_NS) | (ts - earliest[owners] > _MAX_SPAN_NS)
+    if not far.any():
+        return None
+    leads = np.unique(owners[far])
+    return (
+        np.flatnonzero(np.isin(batch.row_lead, leads)),
+        EVENTS_FIELD,
+        f"has events over {MAX_SPAN_YEARS} years from its score time",
+    )
 
 
 # --- records: API bodies and pyfunc rows -------------------------------------------------------
@@ -167,9 +201,8 @@ def batch_from_records(
     JSON text). A repeated lead id is another lead: each copy sees only its own events. A
     column some records lack is missing for them."""
     n = len(records)
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record))
+    # Every record's keys, in order of first appearance.
+    names = dict.fromkeys(chain.from_iterable(records))
     for key in (LEAD_ID, CREATED_AT, AS_OF, EVENTS_FIELD):
         names.pop(key, None)
     values: dict[str, np.ndarray] = {}
@@ -193,26 +226,30 @@ def batch_from_records(
         ],
         dtype=np.int64,
     )
-    owners: list[int] = []
-    times: list[int] = []
-    kinds: list[str] = []
-    for position, record in enumerate(records):
-        events = record.get(EVENTS_FIELD)
-        # The API hands over events it has already read (`LeadIn.events`); others are read here.
-        listed = events if isinstance(events, EventList) else read_events(events)
-        owners.extend([position] * len(listed))
-        times.extend(listed.ts_ns)
-        kinds.extend(listed.kinds)
-    code_of: dict[str, int] = {}
-    event_kind = np.array([code_of.setdefault(k, len(code_of)) for k in kinds], dtype=np.int64)
+    # The API hands over events it has already read (`LeadIn.events`); others are read here.
+    listed = [
+        events if isinstance(events, EventList) else read_events(events)
+        for events in [record.get(EVENTS_FIELD) for record in records]
+    ]
+    kinds = chain.from_iterable([events.kinds for events in listed])
+    # Each kind's code is its position in order of first appearance: a new kind is given the
+    # dict's size, in one pass in C.
+    code_of: defaultdict[str, int] = defaultdict()
+    code_of.default_factory = code_of.__len__
+    event_kind = np.fromiter(map(code_of.__getitem__, kinds), dtype=np.int64)
+    counts = [len(events) for events in listed]
+    event_ts = np.fromiter(
+        chain.from_iterable([events.ts_ns for events in listed]), dtype=np.int64, count=sum(counts)
+    )
+    event_lead = np.repeat(np.arange(n, dtype=np.int64), counts)
     batch = LeadBatch(
         lead_ids=lead_ids,
         columns=values,
         created_ns=created,
         row_lead=np.arange(n, dtype=np.int64),
         as_of_ns=as_of,
-        event_lead=np.array(owners, dtype=np.int64),
-        event_ts=np.array(times, dtype=np.int64),
+        event_lead=event_lead,
+        event_ts=event_ts,
         event_kind=event_kind,
         kinds=tuple(code_of),
     )
@@ -295,6 +332,7 @@ def read_events(cell: object) -> EventList:
     kinds: list[str] = []
     parse = datetime.fromisoformat
     epoch, micro = _EPOCH, _MICROSECOND
+    earliest, latest, longest = _EARLIEST_NS, _LATEST_NS, MAX_EVENT_TYPE_LENGTH
     problems: list[tuple[int | None, str | None, str]] = []
     for position, event in enumerate(cell):
         try:
@@ -303,24 +341,34 @@ def read_events(cell: object) -> EventList:
         except (KeyError, TypeError, IndexError):
             problems.extend(_event_shape(position, event))
             continue
-        try:
-            moment = parse(ts) if type(ts) is str else ts
-            if isinstance(moment, pd.Timestamp):
-                ns = moment.value if moment.tzinfo is not None else None
+        ns: int | None
+        if type(ts) is str:  # what a request sends: parsed and converted inline
+            try:
+                # Only an aware datetime can be subtracted from the (aware) epoch.
+                since = parse(ts) - epoch
+            except (ValueError, TypeError, OverflowError):
+                ns = None
             else:
-                # Exact integer arithmetic (an aware datetime minus the epoch): float seconds
-                # would round some microseconds. A naive datetime raises TypeError here.
-                ns = (moment - epoch) // micro * 1_000
-        except (ValueError, TypeError, OverflowError):
-            ns = None
+                # Exact integer arithmetic (what `since // micro * 1_000` gives, cheaper):
+                # float seconds would round some microseconds.
+                ns = (
+                    since.days * 86_400 + since.seconds
+                ) * 1_000_000_000 + since.microseconds * 1_000
+        else:
+            try:
+                if isinstance(ts, pd.Timestamp):
+                    ns = ts.value if ts.tzinfo is not None else None
+                else:
+                    # An aware datetime; a naive one raises TypeError here.
+                    ns = (ts - epoch) // micro * 1_000
+            except (ValueError, TypeError, OverflowError):
+                ns = None
         if ns is None:
             problems.append((position, TS, NOT_A_TIME))
-        elif not _EARLIEST_NS <= ns < _LATEST_NS:
+        elif not earliest <= ns < latest:
             problems.append((position, TS, OUT_OF_RANGE))
-        if type(kind) is not str or not 0 < len(kind) <= MAX_EVENT_TYPE_LENGTH:
-            problems.append(
-                (position, EVENT_TYPE, f"text of 1 to {MAX_EVENT_TYPE_LENGTH} characters")
-            )
+        if type(kind) is not str or not 0 < len(kind) <= longest:
+            problems.append((position, EVENT_TYPE, f"text of 1 to {longest} characters"))
         if not problems:
             ts_ns.append(ns)  # type: ignore[arg-type]
             kinds.append(kind)

@@ -109,12 +109,15 @@ def is_missing(value: object) -> bool:
     """None, NaN, pandas' NA and NaT: a value the lead did not give."""
     if value is None or value is pd.NA or value is pd.NaT:
         return True
-    return isinstance(value, float | np.floating) and bool(np.isnan(value))
+    # NaN is the one value unequal to itself (cheaper than np.isnan on a scalar).
+    return isinstance(value, float | np.floating) and bool(value != value)
 
 
 def attribute_text(value: object) -> str | None:
     """An attribute value as text, the same on every path: trimmed, whole numbers without a
     decimal point (5, 5.0 and "5" alike), empty or missing as None."""
+    if type(value) is str:  # most values: none of the checks below applies to text
+        return value.strip() or None
     if is_missing(value):
         return None
     if isinstance(value, bool | np.bool_):
@@ -131,19 +134,22 @@ def attribute_text(value: object) -> str | None:
 def text_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Each value's position among the distinct `attribute_text`s (-1 when missing), and those
     texts: the work per distinct value, not per row."""
-    n = len(values)
-    if n >= _FACTORIZE_FROM and pd.api.types.infer_dtype(values, skipna=True) != "mixed":
-        # One type per column: pandas' hashing cannot mix up 1 and True.
-        first_codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        texts_of_uniques = [attribute_text(value) for value in uniques]
-    else:
-        first_codes = np.arange(n)
-        texts_of_uniques = [attribute_text(value) for value in values]
     code_of: dict[str, int] = {}
+    if len(values) < _FACTORIZE_FROM or pd.api.types.infer_dtype(values, skipna=True) == "mixed":
+        # Each value read in turn: its codes are the result. Objects come out of a list
+        # faster than out of an array, and as themselves.
+        each = values.tolist() if values.dtype == object else values
+        codes = [
+            -1 if text is None else code_of.setdefault(text, len(code_of))
+            for text in map(attribute_text, each)
+        ]
+        return np.array(codes, dtype=np.int64), list(code_of)
+    # One type per column: pandas' hashing cannot mix up 1 and True.
+    first_codes, uniques = pd.factorize(values, use_na_sentinel=True)
     lookup = np.array(
         [
             -1 if text is None else code_of.setdefault(text, len(code_of))
-            for text in texts_of_uniques
+            for text in map(attribute_text, uniques)
         ]
         + [-1],  # position -1: pandas' code for missing
         dtype=np.int64,
@@ -155,7 +161,7 @@ def recode(codes: np.ndarray, texts: Sequence[str], levels: Sequence[str]) -> np
     """`text_codes` as positions in `levels` (float, NaN when missing or not a level): how the
     model reads a category."""
     index = _level_index(tuple(levels))
-    lookup = np.array([*(index.get(t, np.nan) for t in texts), np.nan], dtype=np.float64)
+    lookup = np.array([index.get(t, math.nan) for t in texts] + [math.nan], dtype=np.float64)
     recoded: np.ndarray = lookup[codes]
     return recoded
 
@@ -191,13 +197,19 @@ def company_email_flags(values: np.ndarray, free_mail_domains: frozenset[str]) -
 def _email_flags(
     codes: np.ndarray, texts: list[str], free_mail_domains: frozenset[str]
 ) -> np.ndarray:
+    lookup = np.array(_flag_of_texts(texts, free_mail_domains), dtype=np.float64)
+    flagged: np.ndarray = lookup[codes]
+    return flagged
+
+
+def _flag_of_texts(texts: list[str], free_mail_domains: frozenset[str]) -> list[float]:
+    """Each distinct address's flag, then NaN for code -1 (missing)."""
     flags = []
     for text in texts:
         domain = text.lower().rpartition("@")[2] if "@" in text else ""
         flags.append(math.nan if not domain else 0.0 if domain in free_mail_domains else 1.0)
-    lookup = np.array([*flags, math.nan], dtype=np.float64)  # position -1: missing
-    flagged: np.ndarray = lookup[codes]
-    return flagged
+    flags.append(math.nan)
+    return flags
 
 
 def numbers(values: np.ndarray, column: str) -> np.ndarray:
@@ -206,22 +218,24 @@ def numbers(values: np.ndarray, column: str) -> np.ndarray:
     if values.dtype.kind in "fiub":
         as_float: np.ndarray = values.astype(np.float64)
         return as_float
-    out = np.empty(len(values), dtype=np.float64)
+    out: list[float] = []
     wrong: list[int] = []
-    for i, value in enumerate(values):
+    # Objects come out of a list faster than out of an array, and as themselves.
+    each = values.tolist() if values.dtype == object else values
+    for i, value in enumerate(each):
         if is_missing(value):
-            out[i] = math.nan
+            out.append(math.nan)
             continue
         try:
-            out[i] = float(value.strip() if isinstance(value, str) else value)
+            out.append(float(value.strip() if isinstance(value, str) else value))
         except (TypeError, ValueError):
-            out[i] = math.nan
+            out.append(math.nan)
             wrong.append(i)
     if wrong:
         raise DataContractError(
             f"value {values[wrong[0]]!r} is not a number", column=column, rows=np.array(wrong)
         )
-    return out
+    return np.array(out, dtype=np.float64)
 
 
 def _empty_column(n: int) -> np.ndarray:
@@ -239,6 +253,7 @@ class LeadValues:
         self._texts: dict[str, tuple[np.ndarray, list[str]]] = {}
         self._numbers: dict[str, np.ndarray] = {}
         self._email_flags: np.ndarray | None = None
+        self._flag_of_email: list[float] | None = None
 
     def raw(self, column: str) -> np.ndarray:
         found = self.batch.column(column)
@@ -269,12 +284,22 @@ class LeadValues:
     def company_email_flag(self) -> np.ndarray:
         """1.0 company domain, 0.0 free mail, NaN unknown, per lead."""
         if self._email_flags is None:
-            assert self.config.email_column is not None
-            codes, texts = self.text(self.config.email_column)
-            self._email_flags = _email_flags(
-                codes, texts, _free_mail(tuple(self.config.free_mail_domains))
-            )
+            lookup = np.array(self._email_flag_lookup(), dtype=np.float64)
+            self._email_flags = lookup[self._email_codes()]
         return self._email_flags
+
+    def _email_codes(self) -> np.ndarray:
+        assert self.config.email_column is not None
+        return self.text(self.config.email_column)[0]
+
+    def _email_flag_lookup(self) -> list[float]:
+        """The flag of each distinct address (`_flag_of_texts`), read once per batch."""
+        if self._flag_of_email is None:
+            assert self.config.email_column is not None
+            texts = self.text(self.config.email_column)[1]
+            free_mail = _free_mail(tuple(self.config.free_mail_domains))
+            self._flag_of_email = _flag_of_texts(texts, free_mail)
+        return self._flag_of_email
 
     def _derived_text(self, column: str) -> tuple[np.ndarray, list[str]] | None:
         config = self.config
@@ -284,12 +309,15 @@ class LeadValues:
             parsed = [parse_title(title)[part] for title in titles]
             levels = SENIORITY_LEVELS if part == 0 else JOB_FUNCTIONS
             index = _level_index(levels)
-            lookup = np.array([*(index[p] for p in parsed), -1], dtype=np.int64)
+            lookup = np.array([index[p] for p in parsed] + [-1], dtype=np.int64)
             return lookup[codes], list(levels)
         if column == EMAIL_DOMAIN and config.email_column is not None:
-            flags = self.company_email_flag()
-            codes = np.where(np.isnan(flags), -1, np.where(flags == 1.0, 0, 1)).astype(np.int64)
-            return codes, ["company", "free_mail"]
+            # Per distinct address, as the flags are: company 0, free mail 1, unknown -1.
+            kind = [
+                -1 if math.isnan(flag) else 0 if flag == 1.0 else 1
+                for flag in self._email_flag_lookup()
+            ]
+            return np.array(kind, dtype=np.int64)[self._email_codes()], ["company", "free_mail"]
         return None
 
 
