@@ -50,7 +50,7 @@ def simulate_and_train(seed: int) -> tuple[SimulatedFunnel, TrainingResult]:
     return funnel, train(funnel)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def large() -> tuple[SimulatedFunnel, TrainingResult]:
     return simulate_and_train(seed=0)
 
