@@ -22,6 +22,7 @@ from models.scoring.reasons import (
     SENIORITY_WORDS,
     Reason,
     ReasonWriter,
+    _reason,
     format_number,
 )
 from tests.conftest import START, random_funnel
@@ -394,3 +395,15 @@ def test_one_lead_uses_only_precomputed_lookups(monkeypatch: pytest.MonkeyPatch)
         assert len(got["for"]) == 3
         assert len(got["against"]) == 3
         assert all(isinstance(r.phrase, str) and r.phrase for r in got["for"] + got["against"])
+
+
+def test_the_fast_reason_constructor_builds_what_the_dataclass_builds() -> None:
+    # `_reason` sets the slots itself: a field added to Reason must be added there too, and
+    # comparing reads every field (an unset slot raises).
+    made = _reason("pricing_page_view_count_7d", "3 pricing-page visits", -0.0)
+    assert made == Reason("pricing_page_view_count_7d", "3 pricing-page visits", -0.0)
+    assert (
+        made.as_dict()
+        == Reason("pricing_page_view_count_7d", "3 pricing-page visits", -0.0).as_dict()
+    )
+    assert hash(made) == hash(Reason("pricing_page_view_count_7d", "3 pricing-page visits", -0.0))
