@@ -37,6 +37,12 @@ class EventsAtSnapshots:
     age_days: np.ndarray  # float64: as_of - ts in days, always > 0
     day: np.ndarray  # int64: the event's UTC calendar day (days since epoch)
 
+    def __post_init__(self) -> None:
+        # A batch keeps its join for features and rule points alike, and `of_types` shares
+        # arrays: read-only, so that no reader can change what another reads.
+        for values in (self.row, self.type_code, self.age_days, self.day):
+            values.flags.writeable = False
+
     def of_types(self, lookup: np.ndarray) -> EventsAtSnapshots:
         """The pairs whose type `lookup` maps to a code >= 0, with that code as their type;
         pair order is kept, so sums over them add in the same order as a join of those types.
