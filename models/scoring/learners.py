@@ -44,7 +44,8 @@ class LearnerMismatch(ValueError):
 
 
 class Learner(Protocol):
-    kind: LearnerKind
+    @property
+    def kind(self) -> LearnerKind: ...
 
     def raw_scores(self, values: np.ndarray, threads: int = 1) -> np.ndarray: ...
 
@@ -152,9 +153,12 @@ def _offsets(sizes: list[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinearLearner:
-    """An additive model on binned features: raw = intercept + sum of one weight per feature."""
+    """An additive model on binned features: raw = intercept + sum of one weight per feature.
+
+    Not changed once built (frozen; its arrays are not written either): scoring reads tables
+    made from the weights once, on first use."""
 
     bins: list[FeatureBins]
     weights: np.ndarray  # all features' bins, feature after feature

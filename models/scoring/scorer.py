@@ -122,10 +122,14 @@ class LeadScorer:
         return ReasonWriter(self.feature_names, self.features, top_k=3)
 
     @cached_property
+    def _feature_position(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.feature_names)}
+
     def _monitored_columns(self) -> tuple[list[str], list[int]]:
-        """The monitored features (for the prediction log) and their feature columns."""
+        """The monitored features (for the prediction log) and their feature columns. Read
+        from the metadata on every call: training sets them after the scorer is built."""
         names = list(self.metadata.get("monitored_features", []))
-        position = {name: i for i, name in enumerate(self.feature_names)}
+        position = self._feature_position
         return names, [position[name] for name in names]
 
     # --- the kernel's model side ---
@@ -173,7 +177,7 @@ class LeadScorer:
         }
         monitored = None
         if with_monitored:
-            names, positions = self._monitored_columns
+            names, positions = self._monitored_columns()
             picked = matrix.values[:, positions].tolist()
             monitored = [dict(zip(names, row, strict=True)) for row in picked]
         return ScoredBatch(columns, monitored)
