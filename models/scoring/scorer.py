@@ -80,11 +80,9 @@ class ScoredBatch:
         """One dict per row, Python values (cheaper than a frame's to_dict); `as_of` as a
         pandas Timestamp."""
         # One Timestamp per distinct moment: a request's leads mostly share theirs.
-        made: dict[int, pd.Timestamp] = {}
-        moments = [
-            made[ns] if ns in made else made.setdefault(ns, pd.Timestamp(ns, tz="UTC"))
-            for ns in np.asarray(self.columns[AS_OF]).tolist()
-        ]
+        as_of = np.asarray(self.columns[AS_OF]).tolist()
+        made = {ns: pd.Timestamp(ns, tz="UTC") for ns in set(as_of)}
+        moments = [made[ns] for ns in as_of]
         columns = {**self.columns, AS_OF: moments}
         names = list(columns)
         rows = zip(
@@ -120,17 +118,6 @@ class LeadScorer:
     @cached_property
     def reason_writer(self) -> ReasonWriter:
         return ReasonWriter(self.feature_names, self.features, top_k=3)
-
-    @cached_property
-    def _feature_position(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.feature_names)}
-
-    def _monitored_columns(self) -> tuple[list[str], list[int]]:
-        """The monitored features (for the prediction log) and their feature columns. Read
-        from the metadata on every call: training sets them after the scorer is built."""
-        names = list(self.metadata.get("monitored_features", []))
-        position = self._feature_position
-        return names, [position[name] for name in names]
 
     # --- the kernel's model side ---
 
@@ -177,8 +164,8 @@ class LeadScorer:
         }
         monitored = None
         if with_monitored:
-            names, positions = self._monitored_columns()
-            picked = matrix.values[:, positions].tolist()
+            names = list(self.metadata.get("monitored_features", []))
+            picked = matrix.values[:, [matrix.position[n] for n in names]].tolist()
             monitored = [dict(zip(names, row, strict=True)) for row in picked]
         return ScoredBatch(columns, monitored)
 
