@@ -191,14 +191,7 @@ def company_email_flags(values: np.ndarray, free_mail_domains: frozenset[str]) -
     text after the last "@" of the trimmed, lower-cased address). Read once per distinct
     address (`text_codes`), as every other text column is."""
     codes, texts = text_codes(values)
-    return _email_flags(codes, texts, free_mail_domains)
-
-
-def _email_flags(
-    codes: np.ndarray, texts: list[str], free_mail_domains: frozenset[str]
-) -> np.ndarray:
-    lookup = np.array(_flag_of_texts(texts, free_mail_domains), dtype=np.float64)
-    flagged: np.ndarray = lookup[codes]
+    flagged: np.ndarray = np.array(_flag_of_texts(texts, free_mail_domains))[codes]
     return flagged
 
 
@@ -284,8 +277,7 @@ class LeadValues:
     def company_email_flag(self) -> np.ndarray:
         """1.0 company domain, 0.0 free mail, NaN unknown, per lead."""
         if self._email_flags is None:
-            lookup = np.array(self._email_flag_lookup(), dtype=np.float64)
-            self._email_flags = lookup[self._email_codes()]
+            self._email_flags = np.array(self._email_flag_lookup())[self._email_codes()]
         return self._email_flags
 
     def _email_codes(self) -> np.ndarray:
