@@ -25,7 +25,6 @@ from features.vocabulary import CREATED_AT, LEAD_ID
 
 logger = logging.getLogger(__name__)
 
-KEY_COLUMNS: tuple[str, ...] = (LEAD_ID, AS_OF)
 ACCOUNT_FEATURES: tuple[str, ...] = (
     "account_leads",
     "account_engagement_decayed",
