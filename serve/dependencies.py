@@ -115,6 +115,7 @@ _ANSWERS = {
     400: "The body is not JSON text (e.g. not UTF-8).",
     401: "Missing or wrong X-API-Key (when the service has a key).",
     404: "Not available for the served model.",
+    408: "The body did not arrive within the body deadline; the connection is closed.",
     413: "Too many leads in one request, or a body over the size limit.",
     422: "A field is missing or wrong: `detail` lists each problem with its path (`loc`).",
     503: "Not ready (no model loaded yet); busy: more requests in flight than the service takes "

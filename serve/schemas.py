@@ -18,7 +18,6 @@ from pydantic import (
     Tag,
     ValidationError,
     WithJsonSchema,
-    model_validator,
 )
 from pydantic_core import InitErrorDetails
 
@@ -164,7 +163,9 @@ Events = Annotated[
 
 class LeadIn(BaseModel):
     """A lead as the app knows it: its attributes (any extra field is an attribute too) and
-    its recent events. Unknown categories and missing optional fields are scored, not refused."""
+    its recent events. Unknown categories and missing optional fields are scored, not refused.
+    A lead scored before it was created is refused by the kernel's own check, as on every path
+    (`features.batch.unscorable_rows`), with the path of `created_at`."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -197,12 +198,6 @@ class LeadIn(BaseModel):
     country: str | None = None
     lead_source: str | None = None
     events: Events = Field(NO_EVENTS, json_schema_extra={"default": []})
-
-    @model_validator(mode="after")
-    def _scored_after_creation(self) -> LeadIn:
-        if self.as_of is not None and self.created_at is not None and self.as_of < self.created_at:
-            raise ValueError("as_of is before created_at: a lead cannot be scored before it exists")
-        return self
 
 
 class BatchIn(BaseModel):

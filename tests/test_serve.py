@@ -207,6 +207,23 @@ def test_unknown_categories_missing_fields_and_unknown_events_are_scored(
             {"lead_id": "1", "created_at": "2240-03-01T09:00:00Z"},
             ["body", "created_at"],
         ),
+        (  # scored before it was created: the kernel's check names the field, alone or not
+            {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "as_of": "2025-02-01T09:00:00Z"},
+            ["body", "created_at"],
+        ),
+        (
+            {
+                "leads": [
+                    {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z"},
+                    {
+                        "lead_id": "2",
+                        "created_at": "2025-03-01T09:00:00Z",
+                        "as_of": "2025-02-01T09:00:00Z",
+                    },
+                ]
+            },
+            ["body", "leads", 1, "created_at"],
+        ),
         (  # a placeholder creation date: ages would not fit the kernel's times
             {
                 "leads": [
@@ -476,7 +493,9 @@ def test_the_openapi_document_declares_the_key_and_every_status(client: TestClie
     }
     predict = document["paths"]["/predict"]["post"]
     assert predict["security"] == [{"APIKeyHeader": []}]
-    assert {"200", "401", "413", "422", "503"} <= set(predict["responses"])
+    assert {"200", "401", "408", "413", "422", "503"} <= set(predict["responses"])
+    outcomes = document["paths"]["/outcomes"]["post"]
+    assert {"200", "400", "401", "408", "413", "422", "503"} <= set(outcomes["responses"])
     csv = document["paths"]["/compare.csv"]["get"]["responses"]["200"]["content"]
     assert list(csv) == ["text/csv"]
     events = document["components"]["schemas"]["LeadIn"]["properties"]["events"]

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(
     tags=["feedback"],
     dependencies=[Depends(require_api_key)],
-    responses=error_responses(400, 401, 422, 503),
+    responses=error_responses(400, 401, 408, 413, 422, 503),
 )
 
 

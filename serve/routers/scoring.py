@@ -212,7 +212,7 @@ async def _predict_body(request: Request, service: Service) -> LeadIn | BatchIn:
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=error_responses(413, 422),
+    responses=error_responses(408, 413, 422),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
     },
