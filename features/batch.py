@@ -170,18 +170,45 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+def read_time_text(text: str) -> datetime | None:
+    """The one reading of a time sent as text, for record fields (`created_at`, `as_of`, in the
+    API's schema too) and events alike: ISO 8601 as `datetime.fromisoformat` reads it, with
+    surrounding spaces and RFC 3339's lower-case "t" and "z" allowed; None when it is not one.
+    Whether it has a timezone is the caller's to check."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.strip().upper())
+    except ValueError:
+        return None
+
+
+def _since_epoch(text: str) -> timedelta | None:
+    """An aware time's distance from the epoch, for the spellings `read_events` does not read
+    inline; None when it is not an aware time or too far to subtract."""
+    moment = read_time_text(text)
+    if moment is None or moment.utcoffset() is None:
+        return None
+    try:
+        return moment - _EPOCH
+    except OverflowError:
+        return None
+
+
 def time_ns(value: object, name: str) -> int:
     """Nanoseconds since epoch (UTC) of an aware datetime, pandas Timestamp or ISO 8601 text
-    with an offset; anything else is refused with the field's name."""
+    with an offset (`read_time_text`); anything else is refused with the field's name."""
     if isinstance(value, pd.Timestamp):
         if value.tzinfo is None:
             raise DataContractError(f"{name}: time {value} has no timezone")
         return int(value.value)
     if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError as exc:
-            raise DataContractError(f"{name}: {value!r} is not an ISO 8601 time") from exc
+        moment = read_time_text(value)
+        if moment is None:
+            raise DataContractError(f"{name}: {value!r} is not an ISO 8601 time")
+        value = moment
     if not isinstance(value, datetime):
         raise DataContractError(f"{name}: {value!r} is not a time")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -345,15 +372,17 @@ def read_events(cell: object) -> EventList:
         if type(ts) is str:  # what a request sends: parsed and converted inline
             try:
                 # Only an aware datetime can be subtracted from the (aware) epoch.
-                since = parse(ts) - epoch
+                since: timedelta | None = parse(ts) - epoch
             except (ValueError, TypeError, OverflowError):
-                ns = None
-            else:
-                # Exact integer arithmetic (what `since // micro * 1_000` gives, cheaper):
-                # float seconds would round some microseconds.
-                ns = (
-                    since.days * 86_400 + since.seconds
-                ) * 1_000_000_000 + since.microseconds * 1_000
+                since = _since_epoch(ts)  # other spellings, as every time field reads them
+            # Exact integer arithmetic (what `since // micro * 1_000` gives, cheaper): float
+            # seconds would round some microseconds.
+            ns = (
+                None
+                if since is None
+                else (since.days * 86_400 + since.seconds) * 1_000_000_000
+                + since.microseconds * 1_000
+            )
         else:
             try:
                 if isinstance(ts, pd.Timestamp):

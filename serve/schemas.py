@@ -31,6 +31,7 @@ from features.batch import (
     EventList,
     EventsUnreadable,
     read_events,
+    read_time_text,
 )
 
 # No NUL: no database's text column stores one, and the answer must be recorded as given.
@@ -43,10 +44,10 @@ def _iso_time(value: object) -> datetime:
     if isinstance(value, datetime):  # from Python callers; JSON bodies hold text
         moment = value
     elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(NOT_A_TIME) from None
+        read = read_time_text(value)  # the kernel's own reading of time text
+        if read is None:
+            raise ValueError(NOT_A_TIME)
+        moment = read
     else:
         raise ValueError(NOT_A_TIME)
     if moment.utcoffset() is None:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from features.batch import (
     EventsUnreadable,
@@ -26,6 +27,7 @@ from features.contract import DataContractError
 from features.fit import LeadValues
 from features.vocabulary import EVENT_TYPES
 from models.rules.points import PointsRules
+from serve.schemas import LeadIn
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 # A trained model's view: fixed category levels, and a number column.
@@ -158,6 +160,43 @@ def test_events_are_read_the_same_from_text_lists_and_datetimes() -> None:
         assert read.ts_ns == expected
         assert read.kinds == ["email_open", "demo_request"]
     assert len(read_events(None)) == 0 and len(read_events([])) == 0
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "2025-03-02T10:00:00Z",
+        " 2025-03-02T10:00:00Z\t",
+        "2025-03-02t10:00:00z",  # RFC 3339 allows lower case
+        "2025-03-02 12:00:00+02:00",
+    ],
+)
+def test_every_time_field_reads_a_spelling_alike(spelling: str) -> None:
+    """`created_at`, `as_of` and event times, as records and in the API's schema: one reading."""
+    expected = pd.Timestamp("2025-03-02T10:00:00Z").value
+    record = {
+        "lead_id": "1",
+        "created_at": spelling,
+        "as_of": spelling,
+        "events": [{"ts": spelling, "event_type": "email_open"}],
+    }
+    batch = batch_from_records([record], now_ns=0)
+    assert batch.created_ns is not None and batch.created_ns.tolist() == [expected]
+    assert batch.as_of_ns.tolist() == [expected]
+    assert batch.event_ts.tolist() == [expected]
+    lead = LeadIn.model_validate(record)
+    assert lead.created_at is not None and lead.as_of is not None
+    assert pd.Timestamp(lead.created_at).value == pd.Timestamp(lead.as_of).value == expected
+
+
+@pytest.mark.parametrize("spelling", ["2025-03-02t10:00:00", " 2025-03-02 ", "soon"])
+def test_a_time_without_a_timezone_is_refused_by_every_time_field(spelling: str) -> None:
+    with pytest.raises(EventsUnreadable):
+        read_events([{"ts": spelling, "event_type": "email_open"}])
+    with pytest.raises(DataContractError, match="created_at"):
+        batch_from_records([{"lead_id": "1", "created_at": spelling}], now_ns=0)
+    with pytest.raises(ValidationError, match="created_at"):
+        LeadIn.model_validate({"lead_id": "1", "created_at": spelling})
 
 
 @pytest.mark.parametrize(
