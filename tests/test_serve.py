@@ -94,7 +94,7 @@ def test_health_ready_and_model_info(
     client: TestClient, store: tuple[Path, SimulatedFunnel, TrainingRun]
 ) -> None:
     _, _, run = store
-    assert client.get("/health").json() == {"status": "ok", "model_version": None, "detail": None}
+    assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
     assert ready["status"] == "ready" and ready["model_version"] == run.registration.version
     info = client.get("/model").json()

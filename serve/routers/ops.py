@@ -28,9 +28,9 @@ def note_swap(holder: ModelHolder, metrics: Metrics) -> None:
         metrics.model_version.set(int(holder.current.version))
 
 
-@router.get("/health", response_model=Health)
+@router.get("/health", response_model=Health, response_model_exclude_none=True)
 async def health() -> Health:
-    """The process is up."""
+    """The process is up (whether a model is loaded is for /ready to say)."""
     return Health(status="ok")
 
 
