@@ -111,12 +111,32 @@ async def require_admin_key(
 ModelDep = Annotated[LoadedModel, Depends(serving_model)]
 
 
+def check_json_content_type(content_type: str | None) -> None:
+    """Bodies are JSON, and say so: `application/json` or a `+json` type. As FastAPI's own
+    strict check, this keeps a browser page from posting to the service without CORS asking
+    first (a request without this header needs no preflight); 415 otherwise, on every route
+    with a body."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise HTTPException(
+            status_code=415,
+            detail="the body must be JSON, sent with the header Content-Type: application/json",
+        )
+
+
+async def require_json_body(request: Request) -> None:
+    check_json_content_type(request.headers.get("content-type"))
+
+
 _ANSWERS = {
     400: "The body is not JSON text (e.g. not UTF-8).",
     401: "Missing or wrong X-API-Key (when the service has a key).",
     404: "Not available for the served model.",
     408: "The body did not arrive within the body deadline; the connection is closed.",
     413: "Too many leads in one request, or a body over the size limit.",
+    415: "The body was not sent as JSON (Content-Type: application/json).",
     422: "A field is missing or wrong: `detail` lists each problem with its path (`loc`).",
     503: "Not ready (no model loaded yet); busy: more requests in flight than the service takes "
     "at once; or the predictions could be neither stored nor spilled, so they are not answered "

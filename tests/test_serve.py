@@ -257,6 +257,28 @@ def test_bad_input_is_422_with_the_field_path(
     assert path in locations, locations
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_not_sent_as_json_is_415_on_every_route_with_a_body(
+    client: TestClient, content_type: str | None
+) -> None:
+    """A browser page may post such a body without asking CORS first: it is refused, whatever
+    it holds, before anything is scored or recorded."""
+    bodies = {
+        "/predict": {"lead_id": "1", "created_at": "2025-03-01T09:00:00Z"},
+        "/outcomes": {
+            "outcomes": [{"lead_id": "1", "outcome": "won", "closed_at": "2025-04-01T00:00:00Z"}]
+        },
+    }
+    for route, body in bodies.items():
+        headers = {} if content_type is None else {"content-type": content_type}
+        response = client.post(route, content=json.dumps(body).encode(), headers=headers)
+        assert response.status_code == 415, response.text
+        assert "Content-Type: application/json" in response.json()["detail"]
+        sent_as_json = {"content-type": "application/json; charset=utf-8"}
+        response = client.post(route, content=json.dumps(body).encode(), headers=sent_as_json)
+        assert response.status_code == 200, response.text
+
+
 def test_attribute_that_is_not_a_value_is_422(client: TestClient) -> None:
     response = client.post(
         "/predict", json={"lead_id": "1", "created_at": "2025-03-01T09:00:00Z", "budget": {"a": 1}}
@@ -493,9 +515,9 @@ def test_the_openapi_document_declares_the_key_and_every_status(client: TestClie
     }
     predict = document["paths"]["/predict"]["post"]
     assert predict["security"] == [{"APIKeyHeader": []}]
-    assert {"200", "401", "408", "413", "422", "503"} <= set(predict["responses"])
+    assert {"200", "401", "408", "413", "415", "422", "503"} <= set(predict["responses"])
     outcomes = document["paths"]["/outcomes"]["post"]
-    assert {"200", "400", "401", "408", "413", "422", "503"} <= set(outcomes["responses"])
+    assert {"200", "400", "401", "408", "413", "415", "422", "503"} <= set(outcomes["responses"])
     csv = document["paths"]["/compare.csv"]["get"]["responses"]["200"]["content"]
     assert list(csv) == ["text/csv"]
     events = document["components"]["schemas"]["LeadIn"]["properties"]["events"]

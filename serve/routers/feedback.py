@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy.exc import SQLAlchemyError
 
-from serve.dependencies import ServiceDep, error_responses, require_api_key
+from serve.dependencies import ServiceDep, error_responses, require_api_key, require_json_body
 from serve.predictionlog import InvalidRecord
 from serve.schemas import OutcomesIn, OutcomesOut
 
@@ -15,8 +15,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(
     tags=["feedback"],
-    dependencies=[Depends(require_api_key)],
-    responses=error_responses(400, 401, 408, 413, 422, 503),
+    dependencies=[Depends(require_api_key), Depends(require_json_body)],
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503),
 )
 
 

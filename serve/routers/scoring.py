@@ -28,6 +28,7 @@ from serve.dependencies import (
     ModelDep,
     Service,
     ServiceDep,
+    check_json_content_type,
     error_responses,
     require_api_key,
     serving_model,
@@ -196,9 +197,11 @@ def _refuse_body(exc: ValidationError, prefix: tuple[Any, ...], offset: int = 0)
 
 
 async def _predict_body(request: Request, service: Service) -> LeadIn | BatchIn:
-    """The body, read whole (the middleware refuses one over the size limit while reading),
+    """The body, sent as JSON (415 otherwise) and read whole (the middleware refuses one over
+    the size limit while reading),
     then parsed and validated: small ones on the loop, large ones off it. More leads than
     `max_batch` are refused before any is validated."""
+    check_json_content_type(request.headers.get("content-type"))
     raw = await request.body()
     max_leads = service.settings.max_batch
     try:
@@ -212,7 +215,7 @@ async def _predict_body(request: Request, service: Service) -> LeadIn | BatchIn:
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=error_responses(408, 413, 422),
+    responses=error_responses(408, 413, 415, 422),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
     },
