@@ -67,7 +67,7 @@ CHECKS = [
 ]
 # Examples per operation and generation mode (an upper bound: Hypothesis stops early on
 # operations with few distinct requests, such as GET /health).
-EXAMPLES: dict[str, int] = {"POST /predict": 180, "POST /outcomes": 50}
+EXAMPLES: dict[str, int] = {"POST /predict": 240, "POST /outcomes": 50}
 OTHER_EXAMPLES = 20
 MIN_REQUESTS = 1_000
 CREATED_AT = "2001-01-01T00:00:00Z"
