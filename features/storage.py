@@ -31,12 +31,12 @@ def atomic_paths(paths: Sequence[Path]) -> Iterator[list[Path]]:
             os.chmod(name, 0o644)  # mkstemp makes files private; these are ordinary outputs
             pending.append((Path(name), path))
         yield [temporary for temporary, _ in pending]
+        for temporary, path in pending:
+            os.replace(temporary, path)  # e.g. onto a folder: fails, and nothing is left
     except BaseException:
         for temporary, _ in pending:
-            temporary.unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)  # those already renamed are gone
         raise
-    for temporary, path in pending:
-        os.replace(temporary, path)
 
 
 def write_tables_atomic(

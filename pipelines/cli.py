@@ -59,6 +59,41 @@ EventsOption = Annotated[
 ]
 
 RulesOption = Annotated[Path | None, typer.Option("--rules", help="Points rules YAML.")]
+
+
+# Outputs are checked when the command line is read, before any work: a wrong name is one line
+# and exit 2, not a traceback after minutes of scoring.
+def _output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
+    if path.suffix.lower() not in suffixes:
+        raise typer.BadParameter(f"{path}: must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; name a file in it")
+    _writable_folder(path.parent)
+    return path
+
+
+def _writable_folder(folder: Path) -> None:
+    """`folder` or the nearest of its parents that exists is a folder (the rest is created)."""
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise typer.BadParameter(f"{existing} is a file, not a folder")
+            return
+
+
+def _table_file(path: Path) -> Path:
+    return _output_file(path, (".parquet", ".csv"))
+
+
+def _yaml_file(path: Path) -> Path:
+    return _output_file(path, (".yaml", ".yml"))
+
+
+def _output_folder(path: Path) -> Path:
+    _writable_folder(path)
+    return path
+
+
 ModelOption = Annotated[
     str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
 ]
@@ -117,13 +152,13 @@ def main(
     )
 
 
-def _parse_as_of(text: str) -> pd.Timestamp:
+def _parse_as_of(text: str, option: str = "--as-of") -> pd.Timestamp:
     try:
         as_of = pd.Timestamp(text)
     except ValueError as exc:
-        raise DataContractError(f"--as-of: cannot parse '{text}' as a timestamp") from exc
+        raise DataContractError(f"{option}: cannot parse '{text}' as a timestamp") from exc
     if as_of.tzinfo is None:
-        raise DataContractError(f"--as-of: '{text}' has no timezone; add one, e.g. {text}Z")
+        raise DataContractError(f"{option}: '{text}' has no timezone; add one, e.g. {text}Z")
     return as_of.tz_convert("UTC")
 
 
@@ -175,7 +210,12 @@ def _rules(config: LeadscoreConfig, rules: Path | None) -> PointsRules:
 @app.command()
 @user_errors_exit
 def generate(
-    out: Annotated[Path, typer.Option("--out", help="Folder for leads/events/truth.parquet.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for leads/events/truth.parquet.", callback=_output_folder
+        ),
+    ],
     leads: Annotated[int, typer.Option("--leads", min=1, help="Number of leads.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same files.")] = 0,
     months: Annotated[int, typer.Option("--months", min=1, help="Months of history.")] = 18,
@@ -196,7 +236,9 @@ def generate(
 @app.command()
 @user_errors_exit
 def features(
-    out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file (.parquet or .csv).", callback=_table_file)
+    ],
     as_of: Annotated[
         str, typer.Option("--as-of", help="Score time with timezone, e.g. 2025-06-01T00:00:00Z.")
     ],
@@ -218,7 +260,9 @@ def features(
 @app.command("training-set")
 @user_errors_exit
 def training_set(
-    out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file (.parquet or .csv).", callback=_table_file)
+    ],
     leads: LeadsOption = None,
     events: EventsOption = None,
     config: ConfigOption = None,
@@ -240,7 +284,9 @@ def training_set(
 @app.command()
 @user_errors_exit
 def points(
-    out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file (.parquet or .csv).", callback=_table_file)
+    ],
     as_of: Annotated[str, typer.Option("--as-of", help="Score time with timezone.")],
     leads: LeadsOption = None,
     events: EventsOption = None,
@@ -416,7 +462,9 @@ def _print_training(run: TrainingRun) -> None:
 @user_errors_exit
 def score(
     input: Annotated[Path, typer.Option("--input", help="Leads to score (CSV or Parquet).")],
-    output: Annotated[Path, typer.Option("--output", help="Scores (.csv or .parquet).")],
+    output: Annotated[
+        Path, typer.Option("--output", help="Scores (.csv or .parquet).", callback=_table_file)
+    ],
     events: EventsOption = None,
     model: ModelOption = None,
     as_of: Annotated[
@@ -449,9 +497,17 @@ def score(
     )
 
 
+def _use_store_of(settings: LeadscoreConfig, uri: str) -> None:
+    """The store a registered model is read from must exist (a path to a bundle needs none)."""
+    if uri.startswith(("models:/", "runs:/")):
+        use_existing_store(settings.workdir)
+    else:
+        use_tracking(settings.workdir)
+
+
 def _registered_scorer(settings: LeadscoreConfig, model: str | None) -> LeadScorer:
-    use_tracking(settings.workdir)
     uri = model or f"models:/{settings.train.model_name}@champion"
+    _use_store_of(settings, uri)
     try:
         return load_scorer(uri)
     except ScoresDisagree as exc:
@@ -466,7 +522,12 @@ def _registered_scorer(settings: LeadscoreConfig, model: str | None) -> LeadScor
 @app.command()
 @user_errors_exit
 def compare(
-    out: Annotated[Path, typer.Option("--out", help="Folder for compare.html and the CSV lists.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for compare.html and the CSV lists.", callback=_output_folder
+        ),
+    ],
     input: Annotated[
         Path | None,
         typer.Option(
@@ -509,7 +570,10 @@ def compare(
 @app.command()
 @user_errors_exit
 def scorecard(
-    out: Annotated[Path, typer.Option("--out", help="The suggested points table (YAML).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="The suggested points table (YAML).", callback=_yaml_file),
+    ],
     model: ModelOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -647,13 +711,13 @@ def monitor(
 ) -> None:
     """Since deployment: calibration and conversion by tier from outcomes, and drift (PSI)."""
     settings = load_config(config)
-    use_tracking(settings.workdir)
     uri = model or f"models:/{settings.train.model_name}@champion"
+    _use_store_of(settings, uri)
     try:
         scorer = load_scorer(uri)
     except MlflowException as exc:
         raise DataContractError(f"cannot load model {uri}: {str(exc).splitlines()[0]}") from exc
-    moment = None if since is None else _parse_as_of(since).to_pydatetime()
+    moment = None if since is None else _parse_as_of(since, "--since").to_pydatetime()
     report = build_report(log_url, scorer, moment, all_versions)
     titles = {
         "summary": f"Predictions of v{report.version} and their outcomes",

@@ -29,6 +29,7 @@ from models.registry import (
     load_scorer,
     load_suggested_points,
     tracking_uri,
+    use_existing_store,
     use_tracking,
 )
 from models.registry import promote as promote_version

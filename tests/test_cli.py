@@ -111,6 +111,74 @@ def test_a_leads_file_with_only_a_header_is_refused(command: str, tmp_path: Path
     _assert_refused(result.output, result.exit_code, out, "leads.csv", "no leads")
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "name", "why"),
+    [
+        ("features", "--out", "features.xlsx", "must end in .parquet or .csv"),
+        ("score", "--output", "scores.txt", "must end in .parquet or .csv"),
+        ("scorecard", "--out", "points.txt", "must end in .yaml or .yml"),
+        ("score", "--output", "a_folder.csv", "is a folder"),
+        ("features", "--out", "a_file/features.csv", "is a file, not a folder"),
+        ("generate", "--out", "a_file", "is a file, not a folder"),
+        ("compare", "--out", "a_file/report", "is a file, not a folder"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(
+    command: str, option: str, name: str, why: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a_folder.csv").mkdir()
+    (tmp_path / "a_file").write_text("kept\n")
+    before = sorted(tmp_path.rglob("*"))
+    extra = {
+        "features": ["--as-of", AS_OF, "--leads", str(tmp_path / "missing.csv")],
+        "score": ["--input", str(tmp_path / "missing.csv")],
+    }.get(command, [])
+    result = runner.invoke(
+        app,
+        [command, *extra, option, str(tmp_path / name)],
+        env={"LEADSCORE_WORKDIR": str(tmp_path)},
+    )
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.replace("│", " ").split())  # Typer's box, unwrapped
+    assert why in said and option in said, result.output
+    assert "Traceback" not in result.output
+    assert sorted(tmp_path.rglob("*")) == before, "nothing may be written"
+    assert (tmp_path / "a_file").read_text() == "kept\n"
+
+
+def test_a_write_that_fails_at_the_rename_leaves_no_temporary_behind(
+    tmp_path: Path,
+) -> None:
+    from features.storage import write_tables_atomic
+
+    kept = tmp_path / "kept.csv"
+    kept.write_text("old\n")
+    (tmp_path / "folder.csv").mkdir()  # renaming a file onto a folder fails
+    frame = pd.DataFrame({"a": [1]})
+    with pytest.raises(OSError):
+        write_tables_atomic({tmp_path / "folder.csv": frame, kept: frame})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "kept.csv"]
+    assert kept.read_text() == "old\n"
+
+
+@pytest.mark.parametrize("command", ["score", "compare", "scorecard", "monitor"])
+def test_commands_that_read_a_model_refuse_a_store_that_is_not_there(
+    command: str, tmp_path: Path
+) -> None:
+    """And leave no empty store behind, which would look like a store without models."""
+    workdir = tmp_path / "nowhere"
+    args = {
+        "score": ["--input", str(tmp_path / "leads.csv"), "--output", str(tmp_path / "s.csv")],
+        "compare": ["--out", str(tmp_path / "report")],
+        "scorecard": ["--out", str(tmp_path / "points.yaml")],
+        "monitor": [],
+    }[command]
+    result = runner.invoke(app, [command, *args], env={"LEADSCORE_WORKDIR": str(workdir)})
+    _assert_refused(result.output, result.exit_code, tmp_path / "s.csv", "no MLflow store at")
+    assert str(workdir / "mlflow.db") in result.output.replace("\n", "")
+    assert not workdir.exists()
+
+
 def test_as_of_without_timezone_is_refused(simulated: Path, tmp_path: Path) -> None:
     out = tmp_path / "f.parquet"
     result = runner.invoke(

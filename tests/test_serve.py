@@ -409,6 +409,37 @@ def test_monitor_reports_outcomes_by_tier_and_drift(
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("notaurl", "is not a database URL"),
+        ("sqlite:///{tmp}/typo.db", "no prediction log at"),
+        ("sqlite:///{tmp}/no/such/folder/predictions.db", "no prediction log at"),
+        ("postgresql+psycopg://user:secret@127.0.0.1:1/db", "cannot read the prediction log"),
+    ],
+)
+def test_monitor_refuses_a_log_that_is_not_there_in_one_line(
+    store: tuple[Path, SimulatedFunnel, TrainingRun], tmp_path: Path, url: str, said: str
+) -> None:
+    """Not an empty log made on the spot (a typo would read as "no predictions yet")."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app as cli
+
+    workdir, _, _ = store
+    result = CliRunner().invoke(
+        cli,
+        ["monitor", "--log-url", url.format(tmp=tmp_path)],
+        env={"LEADSCORE_WORKDIR": str(workdir)},
+        terminal_width=300,
+    )
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and said in errors[0], result.output
+    assert "Traceback" not in result.output and "secret" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_openapi_documents_predict_with_an_example(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     predict = spec["paths"]["/predict"]["post"]

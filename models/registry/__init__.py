@@ -19,6 +19,7 @@ from models.registry.store import (
     log_and_register,
     promote,
     tracking_uri,
+    use_existing_store,
     use_tracking,
 )
 from models.training.gate import CHALLENGER, CHAMPION
@@ -43,5 +44,6 @@ __all__ = [
     "log_and_register",
     "promote",
     "tracking_uri",
+    "use_existing_store",
     "use_tracking",
 ]

@@ -140,6 +140,20 @@ def _check_sqlite_file(uri: str) -> None:
         )
 
 
+def use_existing_store(workdir: Path) -> str:
+    """Point MLflow at the store for `workdir` to read models from it. A local store that does
+    not exist is refused with where it was looked for, rather than made, empty, by MLflow."""
+    uri = use_tracking(workdir)
+    _check_sqlite_file(uri)
+    if uri.startswith("sqlite:///") and not _sqlite_path(uri).is_file():
+        raise StoreUnavailable(
+            f"no MLflow store at {_sqlite_path(uri)}",
+            hint="train a model first (leadscore train, or make demo), or point "
+            "LEADSCORE_WORKDIR or --config at the workdir training used",
+        )
+    return uri
+
+
 _PROBE_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
