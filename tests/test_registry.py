@@ -265,12 +265,17 @@ def test_score_without_a_model_is_one_clear_error(tmp_path: Path) -> None:
     leads = tmp_path / "leads.csv"
     leads.write_text("lead_id,created_at\n1,2024-01-01T00:00:00Z\n")
     out = tmp_path / "scored.csv"
-    result = runner.invoke(
-        app,
-        ["score", "--input", str(leads), "--output", str(out)],
-        env={"LEADSCORE_WORKDIR": str(tmp_path / "empty")},
-    )
-    assert result.exit_code == 2 and "cannot load model" in result.output
+    command = ["score", "--input", str(leads), "--output", str(out)]
+    # No store where training would have made one.
+    result = runner.invoke(app, command, env={"LEADSCORE_WORKDIR": str(tmp_path / "empty")})
+    assert result.exit_code == 2 and "no MLflow store at" in result.output, result.output
+    # A store, without any model.
+    store = tmp_path / "store"
+    store.mkdir()
+    use_tracking(store)
+    MlflowClient().search_experiments()  # makes the store's tables
+    result = runner.invoke(app, command, env={"LEADSCORE_WORKDIR": str(store)})
+    assert result.exit_code == 2 and "cannot load model" in result.output, result.output
     assert not out.exists()
 
 
