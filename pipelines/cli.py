@@ -198,6 +198,14 @@ def _load(
     else:
         event_frame, report = load_events(events_path, config.dataset, lead_frame, event_types)
         logger.info("%s: %s", events_path, report.summary())
+        seen = {*event_frame["event_type"].dropna().unique(), *report.unknown_event_types}
+        if rules is not None and (never := rules.actions_never_seen(seen)):
+            logger.warning(
+                "%s has no event of %s, which the points table scores: a type spelt otherwise "
+                "than in the events file earns nothing",
+                events_path,
+                ", ".join(never),
+            )
     advance(f"{len(event_frame):,} events loaded")
     return lead_frame, event_frame
 

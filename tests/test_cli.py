@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from pipelines.cli import app
 
@@ -220,16 +220,48 @@ def test_environment_overrides_the_config(
     _assert_refused(result.output, result.exit_code, out, "horizon is 5000 days")
 
 
-def test_bad_rules_file_is_refused(simulated: Path, tmp_path: Path) -> None:
+def _points_with_rules(simulated: Path, tmp_path: Path, rules_text: str) -> tuple[Result, Path]:
+    """`leadscore points` on the simulated files with a rules table written from the text."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text("mql_threshold: high\n")
+    rules.write_text(rules_text)
     out = tmp_path / "p.csv"
     result = runner.invoke(
         app,
-        ["points", "--leads", str(simulated / "leads.parquet"), "--as-of", AS_OF,
+        ["points", "--leads", str(simulated / "leads.parquet"),
+         "--events", str(simulated / "events.parquet"), "--as-of", AS_OF,
          "--rules", str(rules), "--out", str(out)],
+        terminal_width=300,
     )  # fmt: skip
+    return result, out
+
+
+def test_bad_rules_file_is_refused(simulated: Path, tmp_path: Path) -> None:
+    result, out = _points_with_rules(simulated, tmp_path, "mql_threshold: high\n")
     _assert_refused(result.output, result.exit_code, out, "rules.yaml", "mql_threshold")
+
+
+def test_a_misspelt_key_in_the_rules_is_named_with_what_is_missing(
+    simulated: Path, tmp_path: Path
+) -> None:
+    result, out = _points_with_rules(simulated, tmp_path, "mql_treshold: 60\n")
+    _assert_refused(result.output, result.exit_code, out, "mql_threshold", "mql_treshold")
+
+
+def test_an_action_of_the_rules_that_no_event_has_is_warned_of(
+    simulated: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt type would otherwise earn nothing, silently: the table is scored as written."""
+    result, out = _points_with_rules(
+        simulated,
+        tmp_path,
+        "mql_threshold: 60\nevents:\n  pricing_page_veiw: {points: 10}\n"
+        "  demo_request: {points: 30}\n",
+    )
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert "has no event of pricing_page_veiw, which the points table scores" in warned[0]
+    assert "demo_request" not in warned[0] and out.exists()
 
 
 XEDUCATION = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "xeducation_leads"

@@ -6,7 +6,7 @@ so model and rules are compared on exactly the same information.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -27,6 +27,9 @@ from features.vocabulary import LEAD_ID
 
 RULE_SCORE = "rule_score"
 RULE_MQL = "rule_mql"
+
+
+_PROBLEMS_SHOWN = 5
 
 
 class EventPoints(BaseModel):
@@ -104,9 +107,18 @@ class PointsRules(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise DataContractError(f"{field}: {first['msg']}", file=path) from exc
+            # Every problem, in one line: a misspelt key is "required" and "not permitted" at once.
+            errors = exc.errors()
+            said = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'the table'}: {error['msg']}"
+                for error in errors[:_PROBLEMS_SHOWN]
+            )
+            more = (
+                f" (and {len(errors) - _PROBLEMS_SHOWN} more)"
+                if len(errors) > _PROBLEMS_SHOWN
+                else ""
+            )
+            raise DataContractError(said + more, file=path) from exc
 
     @classmethod
     def default(cls) -> PointsRules:
@@ -134,6 +146,12 @@ class PointsRules(BaseModel):
             # Revalidate what `update` changed, as a table read from YAML is.
             return type(self).model_validate(copy.model_dump())
         return copy
+
+    def actions_never_seen(self, seen: Iterable[str]) -> list[str]:
+        """The actions this table scores that `seen` (an event log's types) never holds: most
+        often a misspelt type, which would earn nothing, silently."""
+        present = set(seen)
+        return [kind for kind in self.events if kind not in present]
 
     def rule_keys(self) -> list[RuleKey]:
         """Every rule of the table, in the order of `points_by_rule`'s columns."""
