@@ -229,13 +229,18 @@ def normalise_ids(ids: pd.Series, path: Path, column: str) -> pd.Series:
     return text
 
 
+def shown_value(value: object) -> str:
+    """A file's value as an error quotes it: `19951`, not numpy's `np.int64(19951)`."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def unique_lead_ids(ids: pd.Series, path: Path, column: str) -> pd.Series:
     """`normalise_ids`, refusing an id that stands on more than one row."""
     ids = normalise_ids(ids, path, column)
     duplicated = ids.duplicated(keep=False)
     if duplicated.any():
         raise DataContractError(
-            f"lead id {ids[duplicated].iloc[0]!r} is not unique",
+            f"lead id {shown_value(ids[duplicated].iloc[0])} is not unique",
             file=path,
             column=column,
             rows=np.flatnonzero(duplicated.to_numpy()),

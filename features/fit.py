@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.batch import LeadBatch
 from features.config import FeatureConfig
-from features.contract import DataContractError
+from features.contract import DataContractError, shown_value
 
 SENIORITY_LEVELS: tuple[str, ...] = (
     "c_level",
@@ -226,7 +226,9 @@ def numbers(values: np.ndarray, column: str) -> np.ndarray:
             wrong.append(i)
     if wrong:
         raise DataContractError(
-            f"value {values[wrong[0]]!r} is not a number", column=column, rows=np.array(wrong)
+            f"value {shown_value(values[wrong[0]])} is not a number",
+            column=column,
+            rows=np.array(wrong),
         )
     return np.array(out, dtype=np.float64)
 

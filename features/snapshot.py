@@ -25,6 +25,7 @@ from features.contract import (
     map_labels,
     parse_timestamps,
     read_table,
+    shown_value,
     unique_lead_ids,
 )
 from features.pointintime import AS_OF, as_utc_ns
@@ -142,6 +143,17 @@ def _order(
                 rows=np.flatnonzero(numbers.isna().to_numpy()),
             )
         return numbers.to_numpy(dtype=np.float64), None
+    present = values.notna() & (values.astype("str").str.strip() != "")
+    not_numbers = present & pd.to_numeric(values, errors="coerce").isna()
+    if int(not_numbers.sum()) * 2 < int(present.sum()):
+        # Mostly numbers: the few that are not are the mistake, not the numbers as dates.
+        raise DataContractError(
+            f"order value {shown_value(values[not_numbers].iloc[0])} is not a number, as the "
+            "others are",
+            file=path,
+            column=column,
+            rows=np.flatnonzero(not_numbers.to_numpy()),
+        )
     times = parse_timestamps(
         values, path=path, column=column, timezone=dataset.timezone, required=True
     )

@@ -99,6 +99,13 @@ def test_naive_timestamps_are_refused_unless_a_timezone_is_configured(tmp_path: 
     assert leads["created_at"][0] == pd.Timestamp("2024-01-01T10:00:00Z"), "aware stays as is"
 
 
+def test_a_repeated_numeric_id_is_quoted_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("lead_id,created_at\n19951,2024-01-01T00:00:00Z\n19951,2024-01-02T00:00:00Z\n")
+    with pytest.raises(DataContractError, match=r"lead id 19951 is not unique.*row 2, 3"):
+        load_leads(path, DatasetConfig())
+
+
 def test_naive_parquet_timestamps_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "leads.parquet"
     pd.DataFrame({"lead_id": [1], "created_at": pd.to_datetime(["2024-01-01"])}).to_parquet(path)

@@ -148,6 +148,17 @@ def test_bad_rows_are_named_with_file_column_and_rows(tmp_path: Path) -> None:
     with pytest.raises(DataContractError, match=r"nor open: 'maybe' \(1\).*row 6"):
         load_snapshot_table(path, DATASET, FeatureConfig())
 
+    # A number column with a few values that are none: those are named, not the numbers.
+    frame = snapshot_export(50)
+    frame["Number"] = frame["Number"].astype(object)
+    frame.loc[[2, 6], "Number"] = "unknown"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataContractError) as raised:
+        load_snapshot_table(path, DATASET, FeatureConfig())
+    message = str(raised.value)
+    assert "order value 'unknown' is not a number" in message and "column 'Number'" in message
+    assert "row 4, 8" in message, message
+
 
 @pytest.fixture(scope="module")
 def trained(export_csv: Path) -> train_module.TrainingResult:
