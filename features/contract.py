@@ -6,6 +6,7 @@ rows, so an entry point can print it and exit non-zero before anything is writte
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import re
@@ -47,6 +48,13 @@ class DataContractError(ValueError):
         self.n_rows = 0 if rows is None else len(rows)
         self.hint = hint
         super().__init__(self._render())
+
+    def in_file(self, file: Path | str) -> DataContractError:
+        """This error, said of the rows of `file` (raised where the file was not known)."""
+        named = copy.copy(self)
+        named.file = str(file)
+        named.args = (named._render(),)
+        return named
 
     def _render(self) -> str:
         where = ": ".join(

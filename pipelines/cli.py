@@ -171,6 +171,18 @@ def _input_paths(
     return leads_path, events or dataset.events_path
 
 
+@contextmanager
+def _naming(leads_file: Path) -> Iterator[None]:
+    """Errors about a lead column, raised by the kernel (which sees values, not files), name
+    the leads file too."""
+    try:
+        yield
+    except DataContractError as exc:
+        if exc.file is not None or exc.column is None:
+            raise
+        raise exc.in_file(leads_file) from None
+
+
 def _load(
     config: LeadscoreConfig,
     leads: Path | None,
@@ -259,7 +271,8 @@ def features(
     moment = _parse_as_of(as_of)
     with progress_steps(total=4, description="features") as advance:
         lead_frame, event_frame = _load(settings, leads, events, advance)
-        frame = build_features(lead_frame, event_frame, moment, settings.features)
+        with _naming(_input_paths(settings.dataset, leads, events)[0]):
+            frame = build_features(lead_frame, event_frame, moment, settings.features)
         advance(f"{len(frame):,} rows built")
         write_table_atomic(frame, out)
     console.print(f"{len(frame):,} leads x {frame.shape[1] - 2} features at {moment} -> {out}")
@@ -279,7 +292,10 @@ def training_set(
     settings = load_config(config)
     with progress_steps(total=4, description="training set") as advance:
         lead_frame, event_frame = _load(settings, leads, events, advance)
-        frame = make_training_set(lead_frame, event_frame, settings.snapshots, settings.features)
+        with _naming(_input_paths(settings.dataset, leads, events)[0]):
+            frame = make_training_set(
+                lead_frame, event_frame, settings.snapshots, settings.features
+            )
         advance(f"{len(frame):,} snapshots built")
         write_table_atomic(frame, out)
     console.print(
@@ -309,7 +325,8 @@ def points(
         lead_frame, event_frame = _load(settings, leads, events, advance, table)
         known = lead_frame[lead_frame["created_at"] <= moment].sort_values("lead_id")
         spine = pd.DataFrame({"lead_id": known["lead_id"].to_numpy(), "as_of": moment})
-        scored = table.score(spine, lead_frame, event_frame, settings.features)
+        with _naming(_input_paths(settings.dataset, leads, events)[0]):
+            scored = table.score(spine, lead_frame, event_frame, settings.features)
         advance(f"{len(scored):,} leads scored")
         write_table_atomic(scored, out)
     console.print(
@@ -372,7 +389,8 @@ def train(
             closed = lead_frame[lead_frame[CONVERTED].notna()] if CONVERTED in lead_frame else None
             if closed is not None and closed[CONVERTED].nunique() == 2:
                 _check_leakage(closed, closed[CONVERTED], settings.features, strict)
-            run = run_training(lead_frame, event_frame, settings, table, on_step=advance)
+            with _naming(_input_paths(settings.dataset, leads, events)[0]):
+                run = run_training(lead_frame, event_frame, settings, table, on_step=advance)
     _print_training(run)
     registration = run.registration
     if registration.refused or (require_champion and registration.alias != CHAMPION):
@@ -494,7 +512,8 @@ def score(
             lead_frame, event_frame = _load(
                 settings, input, events, advance, scorer.rules, scorer.features
             )
-        scored = scorer.score(lead_frame, event_frame, moment)
+        with _naming(input):
+            scored = scorer.score(lead_frame, event_frame, moment)
         advance(f"{len(scored):,} leads scored")
         scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]
         write_table_atomic(scored, output)

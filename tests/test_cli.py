@@ -240,6 +240,25 @@ def test_bad_rules_file_is_refused(simulated: Path, tmp_path: Path) -> None:
     _assert_refused(result.output, result.exit_code, out, "rules.yaml", "mql_threshold")
 
 
+def test_a_value_the_kernel_refuses_is_named_with_its_file_column_and_row(tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text(
+        "lead_id,created_at,employees\n1,2024-01-01T00:00:00Z,12\n2,2024-01-02T00:00:00Z,abc\n"
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("mql_threshold: 10\nnumbers:\n  employees:\n    - {at_least: 10, points: 5}\n")
+    out = tmp_path / "p.csv"
+    result = runner.invoke(
+        app,
+        ["points", "--leads", str(leads), "--rules", str(rules), "--as-of", AS_OF,
+         "--out", str(out)],
+        terminal_width=300,
+    )  # fmt: skip
+    _assert_refused(
+        result.output, result.exit_code, out, "leads.csv: column 'employees': value 'abc'", "row 3"
+    )
+
+
 def test_a_misspelt_key_in_the_rules_is_named_with_what_is_missing(
     simulated: Path, tmp_path: Path
 ) -> None:
