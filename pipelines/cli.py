@@ -171,6 +171,16 @@ def _input_paths(
     return leads_path, events or dataset.events_path
 
 
+def _event_export(settings: LeadscoreConfig, command: str) -> None:
+    """The commands that rebuild features or points at a moment read an event export."""
+    if settings.dataset.mode == "snapshot":
+        raise DataContractError(
+            f"{command} builds from an event export (leads and their events); this config's "
+            "dataset is a snapshot export (dataset.mode: snapshot)",
+            hint="snapshot exports are read by leakage, train, score and compare",
+        )
+
+
 @contextmanager
 def _naming(leads_file: Path) -> Iterator[None]:
     """Errors about a lead column, raised by the kernel (which sees values, not files), name
@@ -268,6 +278,7 @@ def features(
 ) -> None:
     """Point-in-time features of every lead created by AS_OF, from events strictly before it."""
     settings = load_config(config)
+    _event_export(settings, "features")
     moment = _parse_as_of(as_of)
     with progress_steps(total=4, description="features") as advance:
         lead_frame, event_frame = _load(settings, leads, events, advance)
@@ -290,6 +301,7 @@ def training_set(
 ) -> None:
     """Labelled point-in-time snapshots, taken the way production scores leads."""
     settings = load_config(config)
+    _event_export(settings, "training-set")
     with progress_steps(total=4, description="training set") as advance:
         lead_frame, event_frame = _load(settings, leads, events, advance)
         with _naming(_input_paths(settings.dataset, leads, events)[0]):
@@ -319,6 +331,7 @@ def points(
 ) -> None:
     """Rule-based points and MQL flag of every lead created by AS_OF."""
     settings = load_config(config)
+    _event_export(settings, "points")
     moment = _parse_as_of(as_of)
     table = _rules(settings, rules)
     with progress_steps(total=4, description="points") as advance:

@@ -259,6 +259,19 @@ def test_a_value_the_kernel_refuses_is_named_with_its_file_column_and_row(tmp_pa
     )
 
 
+@pytest.mark.parametrize("command", ["features", "training-set", "points"])
+def test_commands_that_build_from_events_refuse_a_snapshot_config(
+    command: str, tmp_path: Path
+) -> None:
+    config = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "xeducation.yaml"
+    out = tmp_path / "out.csv"
+    extra = [] if command == "training-set" else ["--as-of", AS_OF]
+    result = runner.invoke(
+        app, [command, "-c", str(config), *extra, "--out", str(out)], terminal_width=300
+    )
+    _assert_refused(result.output, result.exit_code, out, "snapshot export", command)
+
+
 def test_a_misspelt_key_in_the_rules_is_named_with_what_is_missing(
     simulated: Path, tmp_path: Path
 ) -> None:
