@@ -39,6 +39,8 @@ app = typer.Typer(
     help="Predictive lead scoring: point-in-time features and rule-based points.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Docstrings are wrapped at the source's width: Markdown joins their lines into paragraphs.
+    rich_markup_mode="markdown",
 )
 console = Console()
 error_console = Console(stderr=True)
@@ -95,7 +97,11 @@ def _output_folder(path: Path) -> Path:
 
 
 ModelOption = Annotated[
-    str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
+    str | None,
+    typer.Option(
+        "--model",
+        help="Model URI; default `models:/NAME@champion`, NAME the config's train.model_name.",
+    ),
 ]
 
 
@@ -738,9 +744,7 @@ def monitor(
     log_url: Annotated[
         str, typer.Option("--log-url", help="The API's prediction log (SQLAlchemy URL).")
     ] = "sqlite:///predictions.db",
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model URI; default models:/<name>@champion.")
-    ] = None,
+    model: ModelOption = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Only predictions from this time on.")
     ] = None,
