@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import pandas as pd
@@ -18,6 +18,7 @@ from pydantic import (
     Tag,
     ValidationError,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic_core import InitErrorDetails
 
@@ -250,12 +251,25 @@ class PredictResponse(BaseModel):
     predictions: list[LeadScore]
 
 
+# How far ahead of the service's clock a close may be stamped (clocks of CRMs drift).
+CLOSE_CLOCK_SKEW = timedelta(days=1)
+
+
 class OutcomeIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lead_id: LeadId
     outcome: Literal["won", "lost"]
     closed_at: Time
+
+    @field_validator("closed_at")
+    @classmethod
+    def _closed_already(cls, closed_at: datetime) -> datetime:
+        """An outcome is reported once the sale has closed: a close in the future is a typo
+        (a year off, a placeholder), and would be joined to predictions as if it had happened."""
+        if closed_at > datetime.now(UTC) + CLOSE_CLOCK_SKEW:
+            raise ValueError("is in the future: report an outcome once the sale has closed")
+        return closed_at
 
 
 class OutcomesIn(BaseModel):

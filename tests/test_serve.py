@@ -311,6 +311,23 @@ def test_batch_limit_body_limit_and_api_key(
         assert test_client.get("/health").status_code == 200
 
 
+def test_an_outcome_closed_in_the_future_is_422_with_its_path(client: TestClient) -> None:
+    later = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=30)).isoformat()
+    body = {
+        "outcomes": [
+            {"lead_id": "closed-1", "outcome": "won", "closed_at": "2025-04-01T00:00:00Z"},
+            {"lead_id": "closed-2", "outcome": "lost", "closed_at": later},
+        ]
+    }
+    response = client.post("/outcomes", json=body)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "outcomes", 1, "closed_at"] and "future" in error["msg"]
+    # All or nothing: the valid one is not recorded either.
+    log = client.app.state.service.prediction_log  # type: ignore[attr-defined]
+    assert "closed-1" not in set(log.read_outcomes()["lead_id"])
+
+
 def test_metrics_log_and_outcomes(
     client: TestClient, store: tuple[Path, SimulatedFunnel, TrainingRun]
 ) -> None:
