@@ -311,12 +311,14 @@ class LeadValues:
                 -1 if math.isnan(flag) else 0 if flag == 1.0 else 1
                 for flag in self._email_flag_lookup()
             ]
-            return np.array(kind, dtype=np.int64)[self._email_codes()], ["company", "free_mail"]
+            return np.array(kind, dtype=np.int64)[self._email_codes()], list(EMAIL_DOMAINS)
         return None
 
 
-# What the rules call the e-mail's kind of domain (the address itself is never kept).
+# What the rules call the e-mail's kind of domain (the address itself is never kept), and its
+# values.
 EMAIL_DOMAIN = "email_domain"
+EMAIL_DOMAINS: tuple[str, ...] = ("company", "free_mail")
 # What the title and the e-mail tell, by the names rules and features give them.
 _DERIVED = frozenset(("seniority", "job_function", EMAIL_DOMAIN))
 # Features parsed from the title: categories with fixed levels.
@@ -324,3 +326,14 @@ TITLE_FEATURES: dict[str, tuple[str, ...]] = {
     "seniority": SENIORITY_LEVELS,
     "job_function": JOB_FUNCTIONS,
 }
+
+
+def derived_levels(config: FeatureConfig) -> dict[str, tuple[str, ...]]:
+    """The attributes a config derives (from the title, from the e-mail) and the only values
+    each can take."""
+    levels: dict[str, tuple[str, ...]] = {}
+    if config.title_column is not None:
+        levels.update(TITLE_FEATURES)
+    if config.email_column is not None:
+        levels[EMAIL_DOMAIN] = EMAIL_DOMAINS
+    return levels

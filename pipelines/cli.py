@@ -240,7 +240,12 @@ def _load(
 
 def _rules(config: LeadscoreConfig, rules: Path | None) -> PointsRules:
     path = rules or config.rules_path
-    return PointsRules.default() if path is None else PointsRules.from_yaml(path)
+    if path is None:
+        return PointsRules.default()
+    table = PointsRules.from_yaml(path)
+    for never in table.values_never_taken(derived_levels(config.features)):
+        logger.warning("%s scores %s: a value no lead can have earns nothing", path, never)
+    return table
 
 
 @app.command()

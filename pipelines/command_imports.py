@@ -18,6 +18,7 @@ from features.contract import (
     map_labels,
     read_table,
 )
+from features.fit import derived_levels
 from features.snapshot import SnapshotTable, empty_events, load_snapshot_table
 from features.storage import write_table_atomic, write_text_atomic
 from features.training import LABEL, make_training_set

@@ -296,6 +296,22 @@ def test_an_action_of_the_rules_that_no_event_has_is_warned_of(
     assert "demo_request" not in warned[0] and out.exists()
 
 
+def test_a_value_of_a_derived_attribute_that_no_lead_can_have_is_warned_of(
+    simulated: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    result, out = _points_with_rules(
+        simulated,
+        tmp_path,
+        "mql_threshold: 10\nattributes:\n  seniority: {vpp: 15, vp: 15}\n"
+        "  email_domain: {company: 5}\n",
+    )
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert "scores seniority 'vpp' (seniority takes only c_level, founder, vp," in warned[0]
+    assert out.exists()
+
+
 XEDUCATION = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "xeducation_leads"
 
 

@@ -153,6 +153,17 @@ class PointsRules(BaseModel):
         present = set(seen)
         return [kind for kind in self.events if kind not in present]
 
+    def values_never_taken(self, levels: Mapping[str, Sequence[str]]) -> list[str]:
+        """The attribute values this table scores that their attribute never takes, for the
+        attributes whose values are fixed (`levels`, e.g. a title's seniority): a misspelt
+        one would earn nothing, silently."""
+        return [
+            f"{attribute} {value!r} ({attribute} takes only {', '.join(taken)})"
+            for attribute, taken in levels.items()
+            for value in self.attributes.get(attribute, {})
+            if value not in taken
+        ]
+
     def rule_keys(self) -> list[RuleKey]:
         """Every rule of the table, in the order of `points_by_rule`'s columns."""
         return list(self._arrays.keys)
