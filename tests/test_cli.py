@@ -279,36 +279,37 @@ def test_a_misspelt_key_in_the_rules_is_named_with_what_is_missing(
     _assert_refused(result.output, result.exit_code, out, "mql_threshold", "mql_treshold")
 
 
-def test_an_action_of_the_rules_that_no_event_has_is_warned_of(
-    simulated: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("rules_text", "warning", "not_named"),
+    [
+        (  # an action no event has
+            "mql_threshold: 60\nevents:\n  pricing_page_veiw: {points: 10}\n"
+            "  demo_request: {points: 30}\n",
+            "has no event of pricing_page_veiw, which the points table scores",
+            "demo_request",
+        ),
+        (  # a value a derived attribute never takes
+            "mql_threshold: 10\nattributes:\n  seniority: {vpp: 15, vp: 15}\n"
+            "  email_domain: {company: 5}\n",
+            "scores seniority 'vpp' (seniority takes only c_level, founder, vp,",
+            "company",
+        ),
+    ],
+)
+def test_a_misspelt_rule_is_warned_of_and_the_table_scored_as_written(
+    simulated: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    rules_text: str,
+    warning: str,
+    not_named: str,
 ) -> None:
-    """A misspelt type would otherwise earn nothing, silently: the table is scored as written."""
-    result, out = _points_with_rules(
-        simulated,
-        tmp_path,
-        "mql_threshold: 60\nevents:\n  pricing_page_veiw: {points: 10}\n"
-        "  demo_request: {points: 30}\n",
-    )
+    """A misspelt event type or value would otherwise earn nothing, silently."""
+    result, out = _points_with_rules(simulated, tmp_path, rules_text)
     assert result.exit_code == 0, result.output
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1, warned
-    assert "has no event of pricing_page_veiw, which the points table scores" in warned[0]
-    assert "demo_request" not in warned[0] and out.exists()
-
-
-def test_a_value_of_a_derived_attribute_that_no_lead_can_have_is_warned_of(
-    simulated: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    result, out = _points_with_rules(
-        simulated,
-        tmp_path,
-        "mql_threshold: 10\nattributes:\n  seniority: {vpp: 15, vp: 15}\n"
-        "  email_domain: {company: 5}\n",
-    )
-    assert result.exit_code == 0, result.output
-    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warned) == 1, warned
-    assert "scores seniority 'vpp' (seniority takes only c_level, founder, vp," in warned[0]
+    assert warning in warned[0] and not_named not in warned[0], warned
     assert out.exists()
 
 
