@@ -127,6 +127,7 @@ def check_json_content_type(content_type: str | None) -> None:
 
 
 async def require_json_body(request: Request) -> None:
+    """`check_json_content_type` for routes whose body FastAPI reads (/predict reads its own)."""
     check_json_content_type(request.headers.get("content-type"))
 
 

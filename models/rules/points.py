@@ -29,6 +29,7 @@ RULE_SCORE = "rule_score"
 RULE_MQL = "rule_mql"
 
 
+# The problems of a rules file its one-line error names (a file may have many).
 _PROBLEMS_SHOWN = 5
 
 

@@ -198,9 +198,8 @@ def _refuse_body(exc: ValidationError, prefix: tuple[Any, ...], offset: int = 0)
 
 async def _predict_body(request: Request, service: Service) -> LeadIn | BatchIn:
     """The body, sent as JSON (415 otherwise) and read whole (the middleware refuses one over
-    the size limit while reading),
-    then parsed and validated: small ones on the loop, large ones off it. More leads than
-    `max_batch` are refused before any is validated."""
+    the size limit while reading), then parsed and validated: small ones on the loop, large
+    ones off it. More leads than `max_batch` are refused before any is validated."""
     check_json_content_type(request.headers.get("content-type"))
     raw = await request.body()
     max_leads = service.settings.max_batch
