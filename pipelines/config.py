@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,30 @@ from features.contract import DataContractError
 from features.vocabulary import CLOSED_AT, CONVERTED
 from models.training.config import TrainConfig
 
+ENV_PREFIX = "LEADSCORE_"
+# Variables with the prefix that are not a run's settings.
+_SERVE_PREFIX = "LEADSCORE_SERVE_"  # the API's, read by `leadscore serve`
+_NOTEBOOK_VARIABLES = frozenset({"LEADSCORE_DATA"})  # the notebooks' data folder
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """LEADSCORE_ variables whose first part names no setting of a run."""
+    fields = set(LeadscoreConfig.model_fields)
+    return sorted(
+        name
+        for name in environ
+        if (upper := name.upper()).startswith(ENV_PREFIX)
+        and not upper.startswith(_SERVE_PREFIX)
+        and upper not in _NOTEBOOK_VARIABLES
+        and upper.removeprefix(ENV_PREFIX).partition("__")[0].lower() not in fields
+    )
+
 
 class LeadscoreConfig(BaseSettings):
     """Everything a command needs; sections mirror the YAML file."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LEADSCORE_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     dataset: DatasetConfig = DatasetConfig()
@@ -50,6 +70,17 @@ class LeadscoreConfig(BaseSettings):
             raise ValueError(
                 f"'{clash[0]}' is the outcome or its close date and can never be a feature"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _no_misspelt_variables(self) -> LeadscoreConfig:
+        """A LEADSCORE_ variable that names no setting is refused: misspelt, it would be
+        ignored (a model trained into the wrong store, say). Nested ones are refused by the
+        sections themselves."""
+        unknown = unknown_variables(os.environ)
+        if unknown:
+            known = ", ".join(f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields)
+            raise ValueError(f"unknown settings {', '.join(unknown)} (a typo?); known: {known}")
         return self
 
     @classmethod

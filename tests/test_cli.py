@@ -220,6 +220,21 @@ def test_environment_overrides_the_config(
     _assert_refused(result.output, result.exit_code, out, "horizon is 5000 days")
 
 
+def test_a_misspelt_variable_is_refused_and_the_api_and_notebook_ones_are_not(
+    simulated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "t.parquet"
+    command = ["training-set", "--leads", str(simulated / "leads.parquet"), "--out", str(out)]
+    monkeypatch.setenv("LEADSCORE_SERVE_PORT", "8123")
+    monkeypatch.setenv("LEADSCORE_DATA", str(simulated))
+    monkeypatch.setenv("LEADSCORE_WORKDIR", str(tmp_path))
+    assert runner.invoke(app, command).exit_code == 0
+    out.unlink()
+    monkeypatch.setenv("LEADSCORE_WORKDIRR", str(tmp_path))  # would be ignored: the store "."
+    result = runner.invoke(app, command, terminal_width=300)
+    _assert_refused(result.output, result.exit_code, out, "unknown settings LEADSCORE_WORKDIRR")
+
+
 def _points_with_rules(simulated: Path, tmp_path: Path, rules_text: str) -> tuple[Result, Path]:
     """`leadscore points` on the simulated files with a rules table written from the text."""
     rules = tmp_path / "rules.yaml"
