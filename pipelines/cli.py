@@ -188,9 +188,10 @@ def _event_export(settings: LeadscoreConfig, command: str) -> None:
 
 
 @contextmanager
-def _naming(leads_file: Path) -> Iterator[None]:
+def _naming(settings: LeadscoreConfig, leads: Path | None) -> Iterator[None]:
     """Errors about a lead column, raised by the kernel (which sees values, not files), name
-    the leads file too."""
+    the leads file (`leads`, or the config's) too."""
+    leads_file = _input_paths(settings.dataset, leads, None)[0]
     try:
         yield
     except DataContractError as exc:
@@ -293,7 +294,7 @@ def features(
     moment = _parse_as_of(as_of)
     with progress_steps(total=4, description="features") as advance:
         lead_frame, event_frame = _load(settings, leads, events, advance)
-        with _naming(_input_paths(settings.dataset, leads, events)[0]):
+        with _naming(settings, leads):
             frame = build_features(lead_frame, event_frame, moment, settings.features)
         advance(f"{len(frame):,} rows built")
         write_table_atomic(frame, out)
@@ -315,7 +316,7 @@ def training_set(
     _event_export(settings, "training-set")
     with progress_steps(total=4, description="training set") as advance:
         lead_frame, event_frame = _load(settings, leads, events, advance)
-        with _naming(_input_paths(settings.dataset, leads, events)[0]):
+        with _naming(settings, leads):
             frame = make_training_set(
                 lead_frame, event_frame, settings.snapshots, settings.features
             )
@@ -349,7 +350,7 @@ def points(
         lead_frame, event_frame = _load(settings, leads, events, advance, table)
         known = lead_frame[lead_frame["created_at"] <= moment].sort_values("lead_id")
         spine = pd.DataFrame({"lead_id": known["lead_id"].to_numpy(), "as_of": moment})
-        with _naming(_input_paths(settings.dataset, leads, events)[0]):
+        with _naming(settings, leads):
             scored = table.score(spine, lead_frame, event_frame, settings.features)
         advance(f"{len(scored):,} leads scored")
         write_table_atomic(scored, out)
@@ -413,7 +414,7 @@ def train(
             closed = lead_frame[lead_frame[CONVERTED].notna()] if CONVERTED in lead_frame else None
             if closed is not None and closed[CONVERTED].nunique() == 2:
                 _check_leakage(closed, closed[CONVERTED], settings.features, strict)
-            with _naming(_input_paths(settings.dataset, leads, events)[0]):
+            with _naming(settings, leads):
                 run = run_training(lead_frame, event_frame, settings, table, on_step=advance)
     _print_training(run)
     registration = run.registration
@@ -536,7 +537,7 @@ def score(
             lead_frame, event_frame = _load(
                 settings, input, events, advance, scorer.rules, scorer.features
             )
-        with _naming(input):
+        with _naming(settings, input):
             scored = scorer.score(lead_frame, event_frame, moment)
         advance(f"{len(scored):,} leads scored")
         scored["reasons"] = [json.dumps(r) for r in scored["reasons"]]

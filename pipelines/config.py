@@ -15,23 +15,24 @@ from features.config import DatasetConfig, FeatureConfig, SnapshotConfig
 from features.contract import DataContractError
 from features.vocabulary import CLOSED_AT, CONVERTED
 from models.training.config import TrainConfig
+from serve.settings import ENV_PREFIX as SERVE_PREFIX
+from serve.settings import variables_naming_no_setting
 
 ENV_PREFIX = "LEADSCORE_"
-# Variables with the prefix that are not a run's settings.
-_SERVE_PREFIX = "LEADSCORE_SERVE_"  # the API's, read by `leadscore serve`
-_NOTEBOOK_VARIABLES = frozenset({"LEADSCORE_DATA"})  # the notebooks' data folder
+# The notebooks' data folder: a variable with the prefix that is no setting of a run.
+_NOTEBOOK_VARIABLES = ("LEADSCORE_DATA",)
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """LEADSCORE_ variables whose first part names no setting of a run."""
-    fields = set(LeadscoreConfig.model_fields)
-    return sorted(
-        name
-        for name in environ
-        if (upper := name.upper()).startswith(ENV_PREFIX)
-        and not upper.startswith(_SERVE_PREFIX)
-        and upper not in _NOTEBOOK_VARIABLES
-        and upper.removeprefix(ENV_PREFIX).partition("__")[0].lower() not in fields
+    """LEADSCORE_ variables whose first part names no setting of a run (the service's own,
+    LEADSCORE_SERVE_*, are checked by the service)."""
+    service = [name for name in environ if name.upper().startswith(SERVE_PREFIX)]
+    return variables_naming_no_setting(
+        environ,
+        ENV_PREFIX,
+        LeadscoreConfig.model_fields,
+        nested=True,
+        others=[*service, *_NOTEBOOK_VARIABLES],
     )
 
 

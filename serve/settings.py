@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -89,9 +89,28 @@ def setting_variables() -> list[str]:
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """LEADSCORE_SERVE_ variables that name no setting: a misspelt one would be ignored."""
-    known = set(setting_variables())
-    return sorted(
-        name
-        for name in environ
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
-    )
+    return variables_naming_no_setting(environ, ENV_PREFIX, ServeSettings.model_fields)
+
+
+def variables_naming_no_setting(
+    environ: Mapping[str, str],
+    prefix: str,
+    settings: Iterable[str],
+    *,
+    nested: bool = False,
+    others: Iterable[str] = (),
+) -> list[str]:
+    """The variables with `prefix` whose name (with `nested`, its first part, before "__")
+    is none of `settings`, other than `others` (read elsewhere); the one check of both
+    settings objects (the service's, a run's)."""
+    known = {name.lower() for name in settings}
+    skipped = {name.upper() for name in others}
+    unknown = []
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(prefix) or upper in skipped:
+            continue
+        rest = upper.removeprefix(prefix)
+        if (rest.partition("__")[0] if nested else rest).lower() not in known:
+            unknown.append(name)
+    return sorted(unknown)
